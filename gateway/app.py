@@ -1,0 +1,43 @@
+"""The aiohttp application: routes, start-up and shutdown of the gateway's parts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.pipeline import FHIR_PREFIX, GATEWAY, handle_fhir
+from gateway.runtime import Gateway
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up (liveness)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Upstream FHIR server, policy engine, operator keys and store all reachable (readiness)."""
+    checks = await request.app[GATEWAY].readiness()
+    ok = all(checks.values())
+    return web.json_response(
+        {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+def create_app(settings: Settings, gateway: Gateway | None = None) -> web.Application:
+    gw = gateway or Gateway.from_settings(settings)
+    app = web.Application(client_max_size=settings.max_request_bytes)
+    app[GATEWAY] = gw
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gw.start()
+        yield
+        await gw.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_route("*", FHIR_PREFIX, handle_fhir)
+    app.router.add_route("*", FHIR_PREFIX + "/{tail:.*}", handle_fhir)
+    return app

@@ -1,0 +1,272 @@
+"""Operator authentication (II.1: a personal credential for every operator, never a shared account).
+
+Bearer JWTs are verified with pyjwt against keys from the identity provider's JWKS (fetched with
+aiohttp, cached, refetched on an unknown ``kid`` at most every ``jwks_min_refresh_seconds``) or
+from PEM files. ``PyJWKClient`` is not used: it fetches with blocking urllib under a lock and would
+stall the event loop. Only asymmetric algorithms are accepted, each key only with its own family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+
+from gateway.config import ALLOWED_JWT_ALGORITHMS, Settings
+from gateway.errors import GatewayError, Reason
+
+CLAUSE = "II.1"
+
+
+@dataclass(frozen=True)
+class Operator:
+    """The person behind a request, from a verified token."""
+
+    id: str
+    name: str = ""
+    roles: tuple[str, ...] = ()
+    dept: str = ""
+    org: str = ""
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def to_policy(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "roles": list(self.roles),
+            "dept": self.dept,
+            "org": self.org,
+        }
+
+
+def unauthorized(rule: str, en: str, zh: str, error_code: str = "invalid_token") -> GatewayError:
+    """401 with a WWW-Authenticate challenge (RFC 6750) and an OperationOutcome saying what was wrong."""
+    challenge = f'Bearer realm="emrguard", error="{error_code}", error_description="{en}"'
+    if error_code == "":
+        challenge = 'Bearer realm="emrguard"'
+    return GatewayError(401, "login", [Reason(rule, en, zh, CLAUSE)], {"WWW-Authenticate": challenge})
+
+
+def claim(claims: dict[str, Any], path: str) -> Any:
+    """A claim by dotted path, e.g. ``realm_access.roles`` (Keycloak)."""
+    node: Any = claims
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _as_list(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v for v in value.replace(",", " ").split() if v)
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    return (str(value),)
+
+
+class KeyStore:
+    """Verification keys by kid: JWKS over HTTP (async, cached, bounded refresh) and/or PEM files."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.jwks_url = settings.jwks_url
+        self.min_refresh = settings.jwks_min_refresh_seconds
+        self.cache_seconds = settings.jwks_cache_seconds
+        self._keys: dict[str, tuple[jwt.PyJWK, str | None]] = {}  # kid -> (key, the JWK's own "alg")
+        self._static: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._attempted_at = -1e9
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        for path in settings.jwt_public_key_files:
+            self._static[Path(path).stem] = Path(path).read_bytes()
+
+    async def start(self) -> None:
+        if self.jwks_url:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+            try:
+                await self._refresh(force=True)
+            except GatewayError:
+                pass  # the IdP may come up later; tokens are refused (503) until it does
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def ready(self) -> bool:
+        return bool(self._keys or self._static)
+
+    async def _refresh(self, force: bool = False) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if not force and now - self._attempted_at < self.min_refresh:
+                return  # bounded: random kids cannot make us hammer the IdP
+            self._attempted_at = now
+            assert self._session is not None
+            try:
+                async with self._session.get(self.jwks_url) as resp:
+                    if resp.status != 200:
+                        raise ValueError(f"HTTP {resp.status}")
+                    doc = await resp.json(content_type=None)
+                keys: dict[str, tuple[jwt.PyJWK, str | None]] = {}
+                for raw in doc.get("keys", []):
+                    if raw.get("use", "sig") != "sig" or raw.get("kty") == "oct":
+                        continue  # symmetric keys never verify operator tokens
+                    try:
+                        keys[raw.get("kid", "")] = (jwt.PyJWK(raw), raw.get("alg"))
+                    except (jwt.PyJWKError, jwt.InvalidKeyError):
+                        continue  # an unusable key must not block the others
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise GatewayError(
+                    503,
+                    "transient",
+                    [
+                        Reason(
+                            "auth.jwks-unavailable",
+                            f"identity provider keys unavailable ({exc}); try again shortly",
+                            f"身份认证服务密钥暂不可用({exc}),请稍后重试",
+                            CLAUSE,
+                        )
+                    ],
+                ) from None
+            self._keys = keys
+            self._fetched_at = now
+
+    async def key_for(self, kid: str | None, alg: str) -> Any:
+        if self._static:
+            if kid in self._static:
+                return self._static[kid]
+            if len(self._static) == 1 and not self.jwks_url:
+                return next(iter(self._static.values()))
+        if not self.jwks_url:
+            raise unauthorized(
+                "auth.unknown-key", f"token key id '{kid}' is not known", f"令牌密钥标识“{kid}”未知"
+            )
+        if time.monotonic() - self._fetched_at > self.cache_seconds:
+            await self._refresh()
+        entry = self._keys.get(kid or "")
+        if entry is None and kid is None and len(self._keys) == 1:
+            entry = next(iter(self._keys.values()))
+        if entry is None:
+            await self._refresh()
+            entry = self._keys.get(kid or "")
+        if entry is None:
+            raise unauthorized(
+                "auth.unknown-key",
+                f"token key id '{kid}' is not in the identity provider's JWKS",
+                f"令牌密钥标识“{kid}”不在身份认证服务的 JWKS 中",
+            )
+        jwk, jwk_alg = entry
+        if jwk_alg and jwk_alg != alg:
+            raise unauthorized(
+                "auth.alg-mismatch",
+                f"token algorithm {alg} does not match key {kid}",
+                f"令牌算法 {alg} 与密钥 {kid} 不符",
+            )
+        return jwk.key
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeyStore(settings)
+        self.algorithms = [a for a in settings.jwt_algorithms if a in ALLOWED_JWT_ALGORITHMS]
+
+    async def start(self) -> None:
+        await self.keys.start()
+
+    async def close(self) -> None:
+        await self.keys.close()
+
+    async def verify(self, authorization: str | None) -> Operator:
+        if not authorization:
+            raise unauthorized(
+                "auth.missing-token",
+                "no bearer token: sign in with your personal account",
+                "缺少访问令牌:请使用本人账号登录",
+                error_code="",
+            )
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized(
+                "auth.not-bearer",
+                "the Authorization header must be 'Bearer <token>'",
+                "Authorization 请求头必须为“Bearer <令牌>”",
+                "invalid_request",
+            )
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise unauthorized(
+                "auth.malformed-token", "the token is not a well-formed JWT", "令牌不是格式正确的 JWT"
+            ) from None
+        alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise unauthorized(
+                "auth.alg-not-allowed",
+                f"token algorithm '{alg}' is not allowed (allowed: {', '.join(self.algorithms)})",
+                f"不允许的令牌签名算法“{alg}”",
+            )
+        key = await self.keys.key_for(header.get("kid"), alg)
+        s = self.settings
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=s.audience,
+                issuer=s.issuer,
+                leeway=s.jwt_leeway_seconds,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized(
+                "auth.expired", "the token has expired: sign in again", "令牌已过期:请重新登录"
+            ) from None
+        except jwt.ImmatureSignatureError:
+            raise unauthorized(
+                "auth.not-yet-valid", "the token is not valid yet (nbf/iat in the future)", "令牌尚未生效"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise unauthorized(
+                "auth.wrong-issuer",
+                "the token was issued by an identity provider this gateway does not trust",
+                "令牌签发方不受本网关信任",
+            ) from None
+        except jwt.InvalidAudienceError:
+            raise unauthorized(
+                "auth.wrong-audience", "the token was issued for another service", "令牌不是为本服务签发的"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise unauthorized(
+                "auth.missing-claim", f"the token lacks the '{exc.claim}' claim", f"令牌缺少“{exc.claim}”声明"
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise unauthorized(
+                "auth.bad-signature", "the token signature does not verify", "令牌签名校验失败"
+            ) from None
+        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+            raise unauthorized(
+                "auth.invalid-token", f"the token is not valid ({type(exc).__name__})", "令牌无效"
+            ) from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.strip():
+            raise unauthorized(
+                "auth.no-operator", "the token names no operator (sub)", "令牌未标明操作人员(sub)"
+            )
+        return Operator(
+            id=sub,
+            name=str(claim(claims, s.name_claim) or ""),
+            roles=_as_list(claim(claims, s.roles_claim)),
+            dept=str(claim(claims, s.dept_claim) or ""),
+            org=str(claim(claims, s.org_claim) or ""),
+            claims=claims,
+        )

@@ -1,0 +1,96 @@
+"""``emrguard``: the gateway's command line.
+
+emrguard serve [--config FILE]        run the gateway
+emrguard dev-token --role nurse ...   mint a token for the local development key (make run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import structlog
+
+from gateway.config import ConfigError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    try:
+        settings = load_settings(args.config)
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"emrguard: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    print(
+        f"emrguard: serving FHIR at http://{settings.listen}/fhir -> {settings.upstream_url} "
+        f"(policy engine: {settings.policy_engine}, store: {settings.db})",
+        file=sys.stderr,
+    )
+    web.run_app(app, host=settings.listen_host, port=settings.listen_port, print=None, access_log=None)
+    return 0
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.devtools.tokens import DEV_KID, ensure_dev_keys, mint
+
+    private, _ = ensure_dev_keys(args.key_dir)
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    print(
+        mint(
+            key,
+            kid=DEV_KID,
+            issuer=args.issuer,
+            audience=args.audience,
+            sub=args.sub,
+            roles=args.role,
+            dept=args.dept,
+            purpose=args.purpose,
+            ttl=args.ttl,
+        )
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="emrguard", description="EMR Guard: a FHIR gateway for 国卫办医政函〔2025〕262号"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument(
+        "--config", help="TOML config file (default: $EMRGUARD_CONFIG); EMRGUARD_* variables override it"
+    )
+    serve.set_defaults(func=_serve)
+    tok = sub.add_parser(
+        "dev-token", help="mint a token signed by the local development key (never in production)"
+    )
+    tok.add_argument("--sub", default="dev-physician-001", help="operator id (a personal account, II.1)")
+    tok.add_argument(
+        "--role", action="append", default=None, help="role (repeatable), e.g. physician, nurse, student"
+    )
+    tok.add_argument("--dept", default="cardiology")
+    tok.add_argument(
+        "--purpose", default=None, help="PurposeOfUse code as a token claim (or send X-Purpose-Of-Use)"
+    )
+    tok.add_argument("--ttl", type=int, default=8 * 3600, help="seconds")
+    tok.add_argument("--issuer", default="https://idp.emrguard.local/dev")
+    tok.add_argument("--audience", default="emrguard")
+    tok.add_argument("--key-dir", default="var/dev-keys")
+    tok.set_defaults(func=_dev_token)
+    args = parser.parse_args(argv)
+    if getattr(args, "role", "unset") is None:
+        args.role = ["physician"]
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Gateway configuration: a TOML file, every key overridable by an ``EMRGUARD_<KEY>`` variable.
+
+Precedence: built-in default < TOML file (``--config`` or ``EMRGUARD_CONFIG``) < environment.
+An invalid configuration stops start-up with a :class:`ConfigError` that names the key and what is
+wrong, so the hospital's IT desk can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "EMRGUARD_"
+POLICY_ENGINES = ("embedded", "opa")
+# Asymmetric algorithms only: HMAC would let anyone holding the *public* key mint tokens
+# (algorithm confusion), and "none" is no signature at all. II.1: a token must prove the person.
+ALLOWED_JWT_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- network ---------------------------------------------------------------------------
+    listen: str = "127.0.0.1:8080"
+    #: Base URL clients use to reach the gateway's FHIR API; when empty it is derived from each
+    #: request (scheme + Host + /fhir). Absolute upstream URLs are rewritten to it.
+    public_base_url: str = ""
+    # --- upstream FHIR server --------------------------------------------------------------
+    upstream_url: str = ""
+    #: Value of the Authorization header the gateway sends upstream (its own credentials).
+    #: The caller's token is never forwarded.
+    upstream_authorization: str = ""
+    upstream_timeout: float = 30.0
+    upstream_connect_timeout: float = 5.0
+    upstream_pool_size: int = 100
+    max_request_bytes: int = 10 * 1024 * 1024
+    max_response_bytes: int = 64 * 1024 * 1024
+    # --- operator tokens (II.1) ------------------------------------------------------------
+    jwks_url: str = ""
+    jwt_public_key_files: tuple[str, ...] = ()
+    issuer: str = ""
+    audience: str = ""
+    jwt_algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+    jwt_leeway_seconds: int = 30
+    #: An unknown ``kid`` triggers a JWKS refetch at most this often, so random kids cannot
+    #: flood the identity provider.
+    jwks_min_refresh_seconds: float = 30.0
+    jwks_cache_seconds: float = 3600.0
+    roles_claim: str = "roles"
+    dept_claim: str = "dept"
+    name_claim: str = "name"
+    org_claim: str = "org"
+    purpose_claim: str = "purpose_of_use"
+    # --- policy ----------------------------------------------------------------------------
+    policy_engine: str = "embedded"
+    opa_url: str = ""
+    policy_dir: str = "opa_policies"
+    policy_timeout_seconds: float = 2.0
+    # --- state and audit -------------------------------------------------------------------
+    db: str = "var/emrguard.sqlite"
+    audit_log: str = "-"
+    # --- pipeline switches (bench floor only: see `make bench`) -----------------------------
+    #: Turns policy, filtering and audit off: a bare pass-through, the floor of this stack.
+    #: Refused unless ``unsafe_bench_mode_acknowledged`` is also set; never in production.
+    bare_passthrough: bool = False
+    unsafe_bench_mode_acknowledged: bool = False
+    plugins: tuple[str, ...] = ("purpose",)
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    hints = typing.get_type_hints(Settings)
+    return hints[f.name]
+
+
+def _coerce(key: str, raw: object, target: object, *, from_env: bool) -> object:
+    origin = typing.get_origin(target)
+    try:
+        if target is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true/false, got {raw!r}")
+        if target is int:
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)  # type: ignore[arg-type]
+        if target is float:
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return float(raw)  # type: ignore[arg-type]
+        if target is str:
+            if not isinstance(raw, str):
+                raise ValueError(f"expected text, got {type(raw).__name__}")
+            return raw
+        if origin is tuple:
+            if isinstance(raw, str):
+                items = [p.strip() for p in raw.split(",") if p.strip()] if from_env or raw else []
+            elif isinstance(raw, list):
+                items = [str(p) for p in raw]
+            else:
+                raise ValueError("expected a list (TOML array, or comma-separated in the environment)")
+            return tuple(items)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key '{key}': {exc}") from None
+    raise ConfigError(f"config key '{key}': unsupported type {target}")  # pragma: no cover
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file (if any), apply ``EMRGUARD_*`` overrides, validate, return Settings."""
+    env = os.environ if environ is None else environ
+    path = path or env.get(ENV_PREFIX + "CONFIG") or None
+    values: dict[str, object] = {}
+    known = {f.name: f for f in dataclasses.fields(Settings)}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                file_values = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file '{path}' does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
+        for key, raw in file_values.items():
+            if key not in known:
+                raise ConfigError(f"config file '{path}': unknown key '{key}'")
+            values[key] = _coerce(key, raw, _field_type(known[key]), from_env=False)
+    for key, f in known.items():
+        env_key = ENV_PREFIX + key.upper()
+        if env_key in env:
+            values[key] = _coerce(env_key, env[env_key], _field_type(f), from_env=True)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+def _check_url(key: str, value: str, *, required: bool) -> None:
+    if not value:
+        if required:
+            raise ConfigError(
+                f"config key '{key}' is required (set it in the TOML file or {ENV_PREFIX}{key.upper()})"
+            )
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"config key '{key}': '{value}' is not an http(s) URL")
+
+
+def validate(s: Settings) -> None:
+    """Raise ConfigError naming the first key that is wrong."""
+    host, sep, port = s.listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"config key 'listen': '{s.listen}' is not host:port")
+    _check_url("upstream_url", s.upstream_url, required=True)
+    _check_url("public_base_url", s.public_base_url, required=False)
+    if s.bare_passthrough and not s.unsafe_bench_mode_acknowledged:
+        raise ConfigError(
+            "config key 'bare_passthrough': switches off policy, filtering and audit; it exists only for "
+            "`make bench` and needs 'unsafe_bench_mode_acknowledged = true' as well"
+        )
+    if not s.bare_passthrough:
+        if not s.jwks_url and not s.jwt_public_key_files:
+            raise ConfigError(
+                "config key 'jwks_url': set it or 'jwt_public_key_files' (operator tokens must be verified, II.1)"
+            )
+        _check_url("jwks_url", s.jwks_url, required=False)
+        for key_file in s.jwt_public_key_files:
+            if not Path(key_file).is_file():
+                raise ConfigError(f"config key 'jwt_public_key_files': '{key_file}' is not a readable file")
+        if not s.issuer:
+            raise ConfigError("config key 'issuer' is required: tokens from any other issuer must be refused")
+        if not s.audience:
+            raise ConfigError(
+                "config key 'audience' is required: tokens minted for other services must be refused"
+            )
+    bad_alg = [a for a in s.jwt_algorithms if a not in ALLOWED_JWT_ALGORITHMS]
+    if bad_alg or not s.jwt_algorithms:
+        raise ConfigError(
+            f"config key 'jwt_algorithms': {bad_alg or 'empty'} not allowed; use asymmetric algorithms from "
+            f"{sorted(ALLOWED_JWT_ALGORITHMS)} (never 'none', never HMAC)"
+        )
+    if s.policy_engine not in POLICY_ENGINES:
+        raise ConfigError(
+            f"config key 'policy_engine': '{s.policy_engine}' is not one of {list(POLICY_ENGINES)}"
+        )
+    if s.policy_engine == "opa":
+        _check_url("opa_url", s.opa_url, required=True)
+    elif not Path(s.policy_dir).is_dir():
+        raise ConfigError(f"config key 'policy_dir': '{s.policy_dir}' is not a directory")
+    for key in ("upstream_timeout", "upstream_connect_timeout", "policy_timeout_seconds"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"config key '{key}' must be greater than 0")
+    for key in ("max_request_bytes", "max_response_bytes", "upstream_pool_size"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"config key '{key}' must be greater than 0")
+    if not s.db:
+        raise ConfigError("config key 'db' is required (SQLite file path)")
+    if not s.audit_log:
+        raise ConfigError("config key 'audit_log' is required (a file path, or '-' for stdout)")
+
+
+__all__ = ["ConfigError", "Settings", "load_settings", "validate"]

@@ -1,0 +1,62 @@
+"""Everything the gateway learns about one request on its way through the pipeline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.auth import Operator
+from gateway.errors import Reason
+from gateway.fhir.request import FhirRequest
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    method: str
+    path: str
+    query_string: str
+    client_address: str | None
+    user_agent: str | None
+    headers: Any  # the incoming request's headers (CIMultiDictProxy)
+    started: float = field(default_factory=time.perf_counter)
+    started_wall: float = field(default_factory=time.time)
+    operator: Operator | None = None
+    purpose: str | None = None
+    fhir: FhirRequest | None = None
+    #: Extra facts plugins put into the policy input (e.g. seal state, grants), by top-level key.
+    policy_input: dict[str, Any] = field(default_factory=dict)
+    decision: str = "none"  # allow | deny | none (never decided: unauthenticated, malformed, error)
+    reasons: list[Reason] = field(default_factory=list)
+    obligations: list[dict[str, Any]] = field(default_factory=list)
+    policy_engine: str | None = None
+    policy_revision: str | None = None
+    upstream_status: int | None = None
+    status: int = 0
+    entries_returned: int = 0
+    entries_dropped: int = 0
+    entries_redacted: int = 0
+    patients_disclosed: set[str] = field(default_factory=set)
+    resources_disclosed: list[str] = field(default_factory=list)
+    policy_ms: float = 0.0
+    upstream_ms: float = 0.0
+    #: Plugin-specific facts to keep in the audit record (e.g. break-glass reason).
+    audit_extra: dict[str, Any] = field(default_factory=dict)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+    def decision_input(self, now_iso: str) -> dict[str, Any]:
+        """The request decision's input (opa_policies/README.md documents every field)."""
+        assert self.operator is not None and self.fhir is not None
+        doc: dict[str, Any] = {
+            "subject": self.operator.to_policy(),
+            "purpose": self.purpose,
+            "time": now_iso,
+            "request_id": self.request_id,
+            **self.fhir.to_policy(),
+            "patients": {},
+        }
+        doc.update(self.policy_input)
+        return doc

@@ -1,0 +1,83 @@
+"""Development and test tokens: a local RSA key pair and tokens signed with it.
+
+Never for production: production tokens come from the hospital's identity provider (JWKS).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+DEV_KID = "emrguard-dev"
+
+
+def generate_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def ensure_dev_keys(directory: str | Path) -> tuple[Path, Path]:
+    """(private, public) PEM files in ``directory``; the public file's stem is the token's kid."""
+    d = Path(directory)
+    private, public = d / f"{DEV_KID}.key", d / f"{DEV_KID}.pem"
+    if not private.exists() or not public.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        key = generate_key()
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        private.chmod(0o600)
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return private, public
+
+
+def public_jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
+    """The public half as a JWK for a JWKS document."""
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwk.update({"kid": kid, "use": "sig", "alg": "RS256"})
+    return jwk
+
+
+def mint(
+    private_key: Any,
+    *,
+    kid: str,
+    issuer: str,
+    audience: str,
+    sub: str,
+    roles: list[str],
+    dept: str = "",
+    name: str = "",
+    purpose: str | None = None,
+    ttl: int = 3600,
+    extra: dict[str, Any] | None = None,
+    algorithm: str = "RS256",
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": sub,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": uuid.uuid4().hex,
+        "roles": roles,
+        "dept": dept,
+        "name": name or sub,
+    }
+    if purpose:
+        claims["purpose_of_use"] = purpose
+    claims.update(extra or {})
+    return jwt.encode(claims, private_key, algorithm=algorithm, headers={"kid": kid})

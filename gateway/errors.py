@@ -1,0 +1,77 @@
+"""Refusals and failures as FHIR ``OperationOutcome`` resources, in Chinese and English.
+
+Every refusal names the rule that fired and, where the rule comes from the notice
+(国卫办医政函〔2025〕262号), its clause id, plus the request id that finds the audit record.
+A ward nurse's IT desk reads the Chinese text; an auditor follows the rule code and request id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+RULE_SYSTEM = "https://emrguard.example/fhir/CodeSystem/rule"
+CLAUSE_SYSTEM = "https://emrguard.example/fhir/CodeSystem/notice-262-clause"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why something was refused (or allowed): a rule id, the clause it enforces, zh + en text."""
+
+    rule: str
+    en: str
+    zh: str
+    clause: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "clause": self.clause, "en": self.en, "zh": self.zh}
+
+    @classmethod
+    def from_policy(cls, raw: Any) -> Reason:
+        """Policies return reasons as objects; tolerate a bare string from a hand-written rule."""
+        if isinstance(raw, dict):
+            return cls(
+                rule=str(raw.get("rule", "policy")),
+                en=str(raw.get("en", raw.get("rule", ""))),
+                zh=str(raw.get("zh", raw.get("en", ""))),
+                clause=str(raw.get("clause", "")),
+            )
+        return cls(rule="policy", en=str(raw), zh=str(raw))
+
+
+@dataclass
+class GatewayError(Exception):
+    """An error that ends the request with an OperationOutcome; raised anywhere in the pipeline."""
+
+    status: int
+    code: str  # FHIR issue-type code: forbidden, login, invalid, not-supported, timeout, ...
+    reasons: list[Reason] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return "; ".join(f"{r.rule}: {r.en}" for r in self.reasons) or self.code
+
+
+def error(
+    status: int, code: str, rule: str, en: str, zh: str, clause: str = "", **headers: str
+) -> GatewayError:
+    return GatewayError(status, code, [Reason(rule, en, zh, clause)], dict(headers))
+
+
+def operation_outcome(err: GatewayError, request_id: str) -> dict[str, Any]:
+    """Render a GatewayError; one issue per reason."""
+    issues = []
+    for r in err.reasons or [Reason("error", err.code, err.code)]:
+        clause = f" [{r.clause}]" if r.clause else ""
+        coding = [{"system": RULE_SYSTEM, "code": r.rule, "display": r.en}]
+        if r.clause:
+            coding.append({"system": CLAUSE_SYSTEM, "code": r.clause})
+        issues.append(
+            {
+                "severity": "error",
+                "code": err.code,
+                "details": {"coding": coding, "text": f"{r.zh}{clause} / {r.en}{clause}"},
+                "diagnostics": f"rule={r.rule} clause={r.clause or '-'} request_id={request_id}",
+            }
+        )
+    return {"resourceType": "OperationOutcome", "issue": issues}

@@ -1,0 +1,115 @@
+"""Apply the response decision's per-resource verdicts to a response body, in place.
+
+A verdict is ``{"keep": bool, "redact": [element paths], "reasons": [...]}`` (opa_policies/README.md).
+Dropping means: a search/history/collection entry disappears; a batch/transaction-response entry
+stays (entries answer request entries one to one) but loses its resource and says 403; a contained
+resource or a Parameters part disappears; a dropped top-level resource refuses the whole response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import Reason
+from gateway.fhir.resources import Slot, collect, mark_redacted, remove_path, resource_patients
+
+RESPONSE_BUNDLES = frozenset({"batch-response", "transaction-response"})
+COUNTED_BUNDLES = frozenset({"searchset", "history"})
+
+
+@dataclass
+class FilterResult:
+    dropped: int = 0
+    redacted: int = 0
+    root_dropped: bool = False
+    root_reasons: list[Reason] = field(default_factory=list)
+    disclosed_patients: set[str] = field(default_factory=set)
+    disclosed: list[str] = field(default_factory=list)  # "Type/id" of every resource released
+
+
+def _forbidden_outcome(reasons: list[Reason]) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "forbidden",
+                "details": {"text": f"{r.zh} / {r.en}"},
+                "diagnostics": f"rule={r.rule}",
+            }
+            for r in reasons
+        ]
+        or [{"severity": "error", "code": "forbidden"}],
+    }
+
+
+def apply_verdicts(body: dict[str, Any], slots: list[Slot], verdicts: list[dict[str, Any]]) -> FilterResult:
+    result = FilterResult()
+    removals: dict[int, tuple[list[Any], set[int]]] = {}
+    touched_bundles: dict[int, dict[str, Any]] = {}
+    for slot, verdict in zip(slots, verdicts, strict=True):
+        if slot.bundle is not None:
+            touched_bundles[id(slot.bundle)] = slot.bundle
+        if not verdict.get("keep", False):
+            result.dropped += 1
+            reasons = [Reason.from_policy(r) for r in verdict.get("reasons") or []]
+            if slot.kind == "root":
+                result.root_dropped = True
+                result.root_reasons = reasons
+            elif (
+                slot.kind == "entry"
+                and slot.bundle is not None
+                and slot.bundle.get("type") in RESPONSE_BUNDLES
+            ):
+                assert slot.entry is not None
+                slot.entry.pop("resource", None)
+                slot.entry.pop("fullUrl", None)
+                response = slot.entry.setdefault("response", {})
+                response["status"] = "403 Forbidden"
+                response.pop("location", None)
+                response.pop("etag", None)
+                response["outcome"] = _forbidden_outcome(reasons)
+            else:
+                assert slot.container is not None
+                removals.setdefault(id(slot.container), (slot.container, set()))[1].add(slot.index)
+            continue
+        changed = False
+        for path in verdict.get("redact") or []:
+            changed = remove_path(slot.resource, str(path)) or changed
+        if changed:
+            mark_redacted(slot.resource)
+            result.redacted += 1
+    for container, indexes in removals.values():
+        for i in sorted(indexes, reverse=True):
+            del container[i]
+    for bundle in touched_bundles.values():
+        _fix_total(bundle)
+    if not result.root_dropped:
+        # What actually leaves is what is still in the body once the drops are done.
+        for slot in collect(body):
+            rtype, rid = slot.resource.get("resourceType"), slot.resource.get("id")
+            result.disclosed.append(f"{rtype}/{rid}" if rid else str(rtype))
+            result.disclosed_patients |= resource_patients(slot.resource)
+    return result
+
+
+def _fix_total(bundle: dict[str, Any]) -> None:
+    """Bundle.total must not reveal how many resources the filter withheld.
+
+    On a single page the total becomes the number of matches the operator actually sees. Across
+    pages the gateway cannot know what later pages will withhold, so the total is removed
+    (it is optional in FHIR R4).
+    """
+    if bundle.get("type") not in COUNTED_BUNDLES or "total" not in bundle:
+        return
+    has_next = any(
+        isinstance(link, dict) and link.get("relation") == "next" for link in bundle.get("link") or []
+    )
+    if has_next:
+        del bundle["total"]
+        return
+    entries = bundle.get("entry") or []
+    bundle["total"] = sum(
+        1 for e in entries if isinstance(e, dict) and (e.get("search") or {}).get("mode", "match") == "match"
+    )

@@ -1,0 +1,184 @@
+"""Find every resource in a FHIR response, summarise it for the response decision, apply verdicts.
+
+"Filter what comes back, not only what was asked" (DESIGN.md): search pages, `_include`d and
+`_revinclude`d entries, history, `$everything`, contained resources, Parameters outputs and
+batch/transaction responses are all walked the same way, so a request that was rewritten to look
+harmless cannot carry a resource past the filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Elements that point at the patient a resource is about (Patient compartment, most used ones).
+PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
+# Elements whose codings the policy grades on (diagnoses, tests, drugs, categories).
+CODED_ELEMENTS = (
+    "code",
+    "category",
+    "type",
+    "valueCodeableConcept",
+    "medicationCodeableConcept",
+    "reasonCode",
+    "serviceType",
+    "class",
+)
+# Containers that only carry other resources; their own content is not clinical data.
+CARRIERS = frozenset({"Bundle", "Parameters"})
+REDACTED_LABEL = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "REDACTED",
+    "display": "redacted",
+}
+
+
+def reference_patient(ref: Any) -> str | None:
+    """'Patient/x' from a Reference (relative, absolute or versioned), else None."""
+    if not isinstance(ref, dict):
+        return None
+    value = ref.get("reference")
+    if not isinstance(value, str):
+        return None
+    parts = [p for p in value.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2 and parts[-2] == "Patient":
+        return f"Patient/{parts[-1]}"
+    return None
+
+
+def resource_patients(resource: dict[str, Any]) -> set[str]:
+    """Every patient a resource is about: itself if a Patient, else its patient references."""
+    found: set[str] = set()
+    if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
+        found.add(f"Patient/{resource['id']}")
+    for name in PATIENT_ELEMENTS:
+        value = resource.get(name)
+        for ref in value if isinstance(value, list) else [value]:
+            patient = reference_patient(ref)
+            if patient:
+                found.add(patient)
+    return found
+
+
+def _codings(value: Any) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, dict):
+            continue
+        codings = item.get("coding") if "coding" in item else [item]
+        for c in codings or []:
+            if isinstance(c, dict) and isinstance(c.get("code"), str):
+                out.append({"system": str(c.get("system", "")), "code": c["code"]})
+    return out
+
+
+@dataclass
+class Slot:
+    """Where one resource sits in the response, so its verdict can be applied in place."""
+
+    resource: dict[str, Any]
+    kind: str  # root | entry | contained | parameter
+    path: str
+    container: list[Any] | None = None  # the list that holds it (entry, contained, parameter)
+    index: int = 0
+    entry: dict[str, Any] | None = None  # its Bundle entry
+    bundle: dict[str, Any] | None = None  # the Bundle it is in
+
+    def summary(self) -> dict[str, Any]:
+        r = self.resource
+        meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
+        patients = sorted(resource_patients(r))
+        codes: list[dict[str, str]] = []
+        for name in CODED_ELEMENTS:
+            if name in r:
+                codes.extend(_codings(r[name]))
+        search = (self.entry or {}).get("search") or {}
+        return {
+            "type": r.get("resourceType"),
+            "id": r.get("id"),
+            "patient": patients[0] if patients else None,
+            "patients": patients,
+            "security": _codings(meta.get("security")),
+            "tags": _codings(meta.get("tag")),
+            "codes": codes,
+            "kind": self.kind,
+            "path": self.path,
+            "search_mode": search.get("mode"),
+            "bundle_type": (self.bundle or {}).get("type"),
+        }
+
+
+def collect(body: Any) -> list[Slot]:
+    """Every resource in a response body, parents before their children."""
+    slots: list[Slot] = []
+    if isinstance(body, dict) and isinstance(body.get("resourceType"), str):
+        _walk(body, Slot(body, "root", ""), slots)
+    return slots
+
+
+def _walk(resource: dict[str, Any], slot: Slot, slots: list[Slot]) -> None:
+    rtype = resource.get("resourceType")
+    if rtype not in CARRIERS and rtype != "OperationOutcome":
+        slots.append(slot)
+    prefix = f"{slot.path}." if slot.path else ""
+    contained = resource.get("contained")
+    if isinstance(contained, list):
+        for i, child in enumerate(contained):
+            if isinstance(child, dict):
+                _walk(
+                    child,
+                    Slot(
+                        child, "contained", f"{prefix}contained[{i}]", contained, i, slot.entry, slot.bundle
+                    ),
+                    slots,
+                )
+    if rtype == "Bundle" and isinstance(resource.get("entry"), list):
+        entries = resource["entry"]
+        for i, entry in enumerate(entries):
+            child = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(child, dict):
+                _walk(
+                    child,
+                    Slot(child, "entry", f"{prefix}entry[{i}].resource", entries, i, entry, resource),
+                    slots,
+                )
+    if rtype == "Parameters":
+        _walk_parameters(resource.get("parameter"), prefix + "parameter", slots)
+
+
+def _walk_parameters(params: Any, path: str, slots: list[Slot]) -> None:
+    if not isinstance(params, list):
+        return
+    for i, p in enumerate(params):
+        if not isinstance(p, dict):
+            continue
+        child = p.get("resource")
+        if isinstance(child, dict):
+            _walk(child, Slot(child, "parameter", f"{path}[{i}].resource", params, i), slots)
+        _walk_parameters(p.get("part"), f"{path}[{i}].part", slots)
+
+
+def remove_path(resource: dict[str, Any], path: str) -> bool:
+    """Remove a dotted element path (``name``, ``subject.display``, ``contact.telecom``)."""
+    head, _, rest = path.partition(".")
+    if head not in resource:
+        return False
+    if not rest:
+        del resource[head]
+        return True
+    value = resource[head]
+    removed = False
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict):
+            removed = remove_path(item, rest) or removed
+    return removed
+
+
+def mark_redacted(resource: dict[str, Any]) -> None:
+    """Label a resource so the client knows fields were withheld (HL7 v3 ObservationValue REDACTED)."""
+    meta = resource.setdefault("meta", {})
+    security = meta.setdefault("security", [])
+    if not any(isinstance(s, dict) and s.get("code") == "REDACTED" for s in security):
+        security.append(dict(REDACTED_LABEL))

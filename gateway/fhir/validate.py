@@ -1,0 +1,85 @@
+"""Write bodies are validated before they reach the EMR (I.3: governed create/modify workflows).
+
+fhir.resources ships R4B models, not R4 (the package has no R4); R4B is R4 plus a few resources, so
+a valid R4 body validates, and an R4-only type (MedicinalProduct*) is reported as unknown.
+Validation costs 240-410 us per resource, so only request bodies are validated, never responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from gateway.errors import GatewayError, Reason
+from gateway.fhir.request import FhirRequest
+
+MAX_PROBLEMS = 20
+JSON_PATCH_OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
+
+
+def _problems(resource: Any, where: str) -> list[str]:
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return [f"{where}: not a FHIR resource"]
+    try:
+        model = get_fhir_model_class(resource["resourceType"])
+    except (ValueError, KeyError):
+        return [f"{where}: unknown resourceType '{resource['resourceType']}'"]
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        return [
+            f"{where}{'.' if e['loc'] else ''}{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()[:MAX_PROBLEMS]
+        ]
+    return []
+
+
+def _json_patch_problems(body: Any) -> list[str]:
+    if not isinstance(body, list):
+        return ["JSON Patch body must be an array of operations"]
+    problems = []
+    for i, op in enumerate(body):
+        if (
+            not isinstance(op, dict)
+            or op.get("op") not in JSON_PATCH_OPS
+            or not isinstance(op.get("path"), str)
+        ):
+            problems.append(f"patch[{i}]: needs 'op' (one of {sorted(JSON_PATCH_OPS)}) and 'path'")
+    return problems
+
+
+def validate_write(req: FhirRequest, content_type: str) -> None:
+    """Raise 400 with every problem found (up to MAX_PROBLEMS) if a write body is not valid FHIR."""
+    problems: list[str] = []
+    if req.interaction in ("create", "update"):
+        problems = _problems(req.body, req.resource_type or "resource")
+    elif req.interaction == "patch":
+        if "json-patch" in content_type:
+            problems = _json_patch_problems(req.body)
+        else:
+            problems = _problems(req.body, "Parameters")  # FHIRPath Patch
+    elif req.interaction in ("batch", "transaction"):
+        for i, entry in enumerate(req.entries):
+            if entry.interaction in ("create", "update") or (
+                entry.interaction == "patch" and entry.body is not None
+            ):
+                where = f"Bundle.entry[{i}].resource"
+                if (
+                    entry.interaction == "patch"
+                    and isinstance(entry.body, dict)
+                    and entry.body.get("resourceType") == "Binary"
+                ):
+                    continue  # JSON Patch in a Binary: checked by the server
+                problems += _problems(entry.body, where)
+    if problems:
+        problems = problems[:MAX_PROBLEMS]
+        raise GatewayError(
+            400,
+            "invalid",
+            [
+                Reason("fhir.invalid-resource", f"invalid FHIR resource: {p}", f"FHIR 资源不合规:{p}", "I.3")
+                for p in problems
+            ],
+        )

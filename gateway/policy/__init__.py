@@ -1,0 +1,134 @@
+"""Policy Decision Point client: one interface, two engines, the same `opa_policies/`.
+
+- ``opa``: a real OPA server over its REST API (production, several replicas, bundle service).
+- ``embedded``: the same Rego evaluated in-process (one machine, no extra service).
+
+Both answer two questions per request (never one per resource; see opa_policies/README.md):
+``data.emr.request.decision`` before forwarding, ``data.emr.response.decision`` over every resource
+that comes back. Anything but a well-formed answer raises :class:`PolicyError`, and the pipeline
+fails closed on it: no decision, no data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import Reason
+
+REQUEST_DECISION = "emr/request/decision"
+RESPONSE_DECISION = "emr/response/decision"
+
+
+class PolicyError(RuntimeError):
+    """The engine failed, timed out or gave an undefined or malformed result."""
+
+
+@dataclass
+class RequestDecision:
+    allow: bool
+    reasons: list[Reason] = field(default_factory=list)
+    obligations: list[dict[str, Any]] = field(default_factory=list)
+
+
+class PolicyEngine(ABC):
+    name: str = "abstract"
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.revision = "unknown"
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load policies / open connections."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+    @abstractmethod
+    async def ready(self) -> bool:
+        """True when decisions can be made now (for /readyz)."""
+
+    @abstractmethod
+    async def _evaluate(self, path: str, input_doc: dict[str, Any]) -> Any:
+        """Evaluate ``data.<path>`` for ``input_doc``; None when undefined."""
+
+    async def evaluate(self, path: str, input_doc: dict[str, Any]) -> Any:
+        try:
+            result = await asyncio.wait_for(self._evaluate(path, input_doc), self.timeout)
+        except PolicyError:
+            raise
+        except TimeoutError:
+            raise PolicyError(f"{self.name} engine: no decision for {path} within {self.timeout}s") from None
+        except Exception as exc:  # any engine fault is a refusal, never an allow
+            raise PolicyError(f"{self.name} engine: {type(exc).__name__}: {exc}") from exc
+        if result is None:
+            raise PolicyError(
+                f"{self.name} engine: data.{path.replace('/', '.')} is undefined for this input"
+            )
+        return result
+
+    async def decide_request(self, input_doc: dict[str, Any]) -> RequestDecision:
+        raw = await self.evaluate(REQUEST_DECISION, input_doc)
+        if not isinstance(raw, dict) or not isinstance(raw.get("allow"), bool):
+            raise PolicyError(
+                f"{self.name} engine: request decision has no boolean 'allow': {str(raw)[:200]}"
+            )
+        reasons = raw.get("reasons") or []
+        obligations = raw.get("obligations") or []
+        if not isinstance(reasons, list) or not isinstance(obligations, list):
+            raise PolicyError(f"{self.name} engine: request decision reasons/obligations are not arrays")
+        return RequestDecision(raw["allow"], [Reason.from_policy(r) for r in reasons], obligations)
+
+    async def decide_response(self, input_doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """One verdict per ``input.entries`` item, in order."""
+        raw = await self.evaluate(RESPONSE_DECISION, input_doc)
+        verdicts = raw.get("verdicts") if isinstance(raw, dict) else None
+        if not isinstance(verdicts, list) or len(verdicts) != len(input_doc.get("entries", ())):
+            raise PolicyError(
+                f"{self.name} engine: response decision must hold one verdict per entry "
+                f"({len(input_doc.get('entries', ()))}), got {str(raw)[:200]}"
+            )
+        for v in verdicts:
+            if not isinstance(v, dict) or not isinstance(v.get("keep"), bool):
+                raise PolicyError(f"{self.name} engine: malformed verdict {str(v)[:200]}")
+        return verdicts
+
+
+def policy_modules(policy_dir: str | Path) -> dict[str, str]:
+    """The Rego modules of a policy directory (tests excluded), keyed by relative path."""
+    root = Path(policy_dir)
+    return {
+        str(p.relative_to(root)): p.read_text(encoding="utf-8")
+        for p in sorted(root.rglob("*.rego"))
+        if not p.name.endswith("_test.rego")
+    }
+
+
+def policy_data(policy_dir: str | Path) -> dict[str, Any]:
+    """JSON data files, nested under their directory path exactly as `opa run DIR` loads them."""
+    root = Path(policy_dir)
+    data: dict[str, Any] = {}
+    for p in sorted(root.rglob("*.json")):
+        node = data
+        for part in p.relative_to(root).parent.parts:
+            node = node.setdefault(part, {})
+        node.update(json.loads(p.read_text(encoding="utf-8")))
+    return data
+
+
+def revision_of(modules: dict[str, str], config: Any) -> str:
+    """A short hash of the rules and their data (``data.emr.config``), recorded in every audit record.
+
+    Both engines compute it over what they actually evaluate, so the audit says which rules decided.
+    """
+    digest = hashlib.sha256()
+    for text in sorted(modules.values()):
+        digest.update(text.encode())
+        digest.update(b"\0")
+    digest.update(json.dumps(config, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()[:16]

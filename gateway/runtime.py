@@ -1,0 +1,73 @@
+"""The gateway's long-lived parts, built from Settings, started and stopped together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.audit import AuditLog
+from gateway.auth import TokenVerifier
+from gateway.config import Settings
+from gateway.plugin import Plugin, load_plugins
+from gateway.policy import PolicyEngine
+from gateway.proxy import UpstreamClient
+from gateway.store import Store
+
+
+def make_engine(settings: Settings) -> PolicyEngine:
+    if settings.policy_engine == "opa":
+        from gateway.policy.opa_server import OpaServerEngine
+
+        return OpaServerEngine(settings.opa_url, settings.policy_timeout_seconds)
+    from gateway.policy.embedded import EmbeddedEngine
+
+    return EmbeddedEngine(settings.policy_dir, settings.policy_timeout_seconds)
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    verifier: TokenVerifier
+    engine: PolicyEngine
+    upstream: UpstreamClient
+    store: Store
+    audit: AuditLog
+    plugins: list[Plugin] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Gateway:
+        store = Store(settings.db)
+        return cls(
+            settings=settings,
+            verifier=TokenVerifier(settings),
+            engine=make_engine(settings),
+            upstream=UpstreamClient(settings),
+            store=store,
+            audit=AuditLog(store, settings.audit_log),
+            plugins=load_plugins(settings.plugins),
+        )
+
+    async def start(self) -> None:
+        await self.store.start()
+        self.audit.start()
+        await self.upstream.start()
+        if not self.settings.bare_passthrough:
+            await self.verifier.start()
+            await self.engine.start()
+            for plugin in self.plugins:
+                await plugin.start(self)
+
+    async def close(self) -> None:
+        for plugin in reversed(self.plugins):
+            await plugin.close()
+        await self.engine.close()
+        await self.verifier.close()
+        await self.upstream.close()
+        self.audit.close()
+        await self.store.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"upstream": await self.upstream.ready(), "store": await self.store.ready()}
+        if not self.settings.bare_passthrough:
+            checks["policy_engine"] = await self.engine.ready()
+            checks["operator_keys"] = await self.verifier.keys.ready()
+        return checks
