@@ -43,6 +43,11 @@ class EmbeddedEngine(PolicyEngine):
         self._engine = engine
         self.revision = revision_of(modules, data.get("emr", {}).get("config"))
 
+    async def close(self) -> None:
+        # regorus engines are "unsendable": drop ours on the loop thread that made it, not in
+        # whichever thread the garbage collector happens to run.
+        self._engine = None
+
     async def ready(self) -> bool:
         return self._engine is not None
 

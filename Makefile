@@ -1,0 +1,45 @@
+# EMR Guard: `make run` starts the gateway for development, `make test` runs every test.
+# Both set up what they need first (Python venv, Medplum dev server, OPA binary).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+OPA = $(shell scripts/ensure-opa.sh)
+
+.PHONY: setup run test lint policy-test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+devserver/node_modules/.installed: devserver/package.json devserver/package-lock.json
+	cd devserver && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed devserver/node_modules/.installed
+	@scripts/ensure-opa.sh >/dev/null
+
+run: setup
+	scripts/dev-run.sh
+
+lint: setup
+	$(VENV)/bin/ruff check gateway plugins tests
+	$(VENV)/bin/ruff format --check gateway plugins tests
+
+policy-test: setup
+	$(OPA) fmt --fail --list opa_policies
+	$(OPA) check --strict opa_policies
+	$(OPA) test opa_policies --coverage --threshold 90 --format json > /tmp/emrguard-opa-coverage.json || \
+	  { $(OPA) test opa_policies -v; echo "opa test: failing tests or coverage under 90%"; exit 1; }
+	@$(PY) -c "import json;print('opa test: policy coverage %.1f%%' % json.load(open('/tmp/emrguard-opa-coverage.json'))['coverage'])"
+
+test: setup lint policy-test
+	EMRGUARD_OPA_BIN=$(OPA) $(VENV)/bin/pytest -q
+
+bench: setup
+	EMRGUARD_OPA_BIN=$(OPA) $(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) devserver/node_modules var .pytest_cache

@@ -1,0 +1,231 @@
+"""Real parts for the tests: an OPA server built from the Go module proxy, the Medplum FHIR R4
+dev server (devserver/) seeded with synthetic patients, and an identity provider whose JWKS is
+served over real HTTP. Nothing here is a mock; where a test needs a stand-in it says so itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Settings
+from gateway.devtools import tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY_DIR = ROOT / "opa_policies"
+ISSUER = "https://idp.test.emrguard/realms/hospital"
+AUDIENCE = "emrguard"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, what: str) -> None:
+    """In CI a missing real component is a failure, never a silent skip."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{what} is required in CI")
+        pytest.skip(f"{what} not available")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up in {timeout}s")
+        time.sleep(0.1)
+
+
+# --- OPA --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def opa_bin() -> str:
+    path = os.environ.get("EMRGUARD_OPA_BIN") or ""
+    if not path:
+        try:
+            path = subprocess.run(
+                [str(ROOT / "scripts/ensure-opa.sh")], check=True, capture_output=True, text=True
+            ).stdout.strip()
+        except (subprocess.CalledProcessError, OSError):
+            path = ""
+    require(bool(path) and os.access(path, os.X_OK), "the OPA binary (scripts/ensure-opa.sh)")
+    return path
+
+
+@dataclass
+class OpaServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def opa_server(opa_bin: str) -> Any:
+    port = free_port()
+    proc = subprocess.Popen(
+        [opa_bin, "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error", str(POLICY_DIR)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health")
+        yield OpaServer(url, proc)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# --- FHIR server --------------------------------------------------------------------------------
+
+
+@dataclass
+class FhirServer:
+    base: str
+    process: subprocess.Popen[str]
+    patients: list[str] = field(default_factory=list)  # "Patient/<id>", in synthetic index order
+
+
+def start_fhir_server(*extra: str) -> FhirServer:
+    node = shutil.which("node")
+    require(
+        node is not None and (ROOT / "devserver/node_modules").is_dir(),
+        "node and devserver/node_modules (make setup)",
+    )
+    proc = subprocess.Popen(
+        [node, str(ROOT / "devserver/fhir-server.mjs"), "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "ready on" not in line:
+        proc.kill()
+        raise RuntimeError(f"FHIR dev server did not start: {line!r}")
+    return FhirServer(line.strip().rsplit(" ", 1)[-1], proc)
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> Any:
+    server = start_fhir_server()
+    try:
+        from gateway.devtools.synthetic import seed_server
+
+        ids = asyncio.run(seed_server(server.base, count=12, seed=262))
+        server.patients = [i if i.startswith("Patient/") else f"Patient/{i}" for i in ids]
+        yield server
+    finally:
+        server.process.terminate()
+        server.process.wait(10)
+
+
+# --- identity provider ----------------------------------------------------------------------------
+
+
+class IdentityProvider:
+    """A signing key whose public half is served as a JWKS over real HTTP, counting fetches."""
+
+    def __init__(self) -> None:
+        self.key = tokens.generate_key()
+        self.kid = "test-key-1"
+        self.jwks: dict[str, Any] = {"keys": [tokens.public_jwk(self.key, self.kid)]}
+        self.fetches = 0
+        idp = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                idp.fetches += 1
+                body = json.dumps(idp.jwks).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = (
+            f"http://127.0.0.1:{self.server.server_address[1]}/realms/hospital/protocol/openid-connect/certs"
+        )
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, roles: list[str] | str = "physician", sub: str = "u-physician-001", **kw: Any) -> str:
+        kw.setdefault("kid", self.kid)
+        kw.setdefault("issuer", ISSUER)
+        kw.setdefault("audience", AUDIENCE)
+        return tokens.mint(self.key, sub=sub, roles=[roles] if isinstance(roles, str) else roles, **kw)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def idp() -> Any:
+    provider = IdentityProvider()
+    yield provider
+    provider.close()
+
+
+def auth(token: str, purpose: str | None = "TREAT", **headers: str) -> dict[str, str]:
+    out = {"Authorization": f"Bearer {token}", **headers}
+    if purpose:
+        out["X-Purpose-Of-Use"] = purpose
+    return out
+
+
+# --- gateway ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, idp: IdentityProvider) -> Any:
+    def build(upstream_url: str, engine: str = "embedded", opa_url: str = "", **overrides: Any) -> Settings:
+        values: dict[str, Any] = dict(
+            upstream_url=upstream_url,
+            jwks_url=idp.url,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            policy_engine=engine,
+            opa_url=opa_url,
+            policy_dir=str(POLICY_DIR),
+            db=str(tmp_path / "emrguard.sqlite"),
+            audit_log=str(tmp_path / "audit.jsonl"),
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+def read_audit(settings: Settings) -> list[dict[str, Any]]:
+    path = Path(settings.audit_log)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    raise RuntimeError("Python 3.11+ required")

@@ -1,0 +1,587 @@
+"""The whole request path against real parts, with both policy engines.
+
+Upstream: the Medplum FHIR R4 dev server (devserver/), seeded with synthetic patients.
+Policy: the embedded engine and a real OPA server, both loading opa_policies/.
+Tokens: signed by a test key whose JWKS is served over real HTTP (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sqlite3
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.pipeline import GATEWAY
+from tests.conftest import AUDIENCE, ISSUER, auth, free_port, read_audit
+
+pytestmark = pytest.mark.integration
+
+V_LABEL = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "V"}
+
+
+class Harness:
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    async def get(
+        self, path: str, token: str | None, purpose: str | None = "TREAT", **headers: str
+    ) -> tuple[int, Any, Any]:
+        h = auth(token, purpose, **headers) if token else dict(headers)
+        resp = await self.client.get(path, headers=h)
+        return resp.status, await resp.json(content_type=None), resp.headers
+
+    async def post(self, path: str, token: str, body: Any, purpose: str = "TREAT") -> tuple[int, Any]:
+        resp = await self.client.post(
+            path,
+            data=json.dumps(body),
+            headers={**auth(token, purpose), "Content-Type": "application/fhir+json"},
+        )
+        return resp.status, await resp.json(content_type=None)
+
+    def audit(self) -> list[dict[str, Any]]:
+        return read_audit(self.settings)
+
+
+@pytest.fixture(params=["embedded", "opa"])
+async def gw(
+    request: pytest.FixtureRequest, aiohttp_client: Any, make_settings: Any, fhir_server: Any
+) -> Harness:
+    opa_url = request.getfixturevalue("opa_server").url if request.param == "opa" else ""
+    settings = make_settings(fhir_server.base, request.param, opa_url)
+    client = await aiohttp_client(create_app(settings))
+    return Harness(client, settings)
+
+
+async def upstream_post(fhir_server: Any, resource: dict[str, Any]) -> dict[str, Any]:
+    """Write straight to the FHIR server (test set-up, not through the gateway)."""
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{fhir_server.base}/{resource['resourceType']}", json=resource) as r:
+            assert r.status == 201, await r.text()
+            return await r.json(content_type=None)
+
+
+def oo_rules(body: dict[str, Any]) -> set[str]:
+    return {c["code"] for i in body["issue"] for c in i["details"]["coding"] if c["system"].endswith("/rule")}
+
+
+def oo_clauses(body: dict[str, Any]) -> set[str]:
+    return {
+        c["code"] for i in body["issue"] for c in i["details"]["coding"] if c["system"].endswith("clause")
+    }
+
+
+# --- reads and the audit record (II.2) ---------------------------------------------------------
+
+
+async def test_valid_token_reads_patient_and_is_audited(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    patient = fhir_server.patients[0]
+    status, body, headers = await gw.get(f"/fhir/{patient}", idp.token("physician", sub="dr-li"))
+    assert status == 200
+    assert f"Patient/{body['id']}" == patient
+    assert headers["Cache-Control"] == "no-store"
+    record = gw.audit()[-1]
+    assert record["operator"] == "dr-li"
+    assert record["purpose"] == "TREAT"
+    assert record["decision"] == "allow"
+    assert record["interaction"] == "read"
+    assert record["patients_targeted"] == [patient]
+    assert record["patients_disclosed"] == [patient]
+    assert record["policy_engine"] == gw.settings.policy_engine
+    assert len(record["policy_revision"]) == 16
+    assert record["upstream_status"] == 200 and record["status"] == 200
+    assert record["request_id"] == headers["X-Request-Id"]
+    # The same record is in the SQLite store, findable by patient.
+    with sqlite3.connect(gw.settings.db) as db:
+        rows = db.execute(
+            "SELECT a.operator FROM audit a JOIN audit_patient p ON p.seq = a.seq WHERE p.patient = ? AND p.role = 'disclosed'",
+            (patient,),
+        ).fetchall()
+    assert rows == [("dr-li",)]
+
+
+async def test_both_engines_record_the_same_policy_revision(
+    make_settings: Any, aiohttp_client: Any, fhir_server: Any, opa_server: Any
+) -> None:
+    revisions = []
+    for engine, url in (("embedded", ""), ("opa", opa_server.url)):
+        client = await aiohttp_client(create_app(make_settings(fhir_server.base, engine, url)))
+        revisions.append(client.server.app[GATEWAY].engine.revision)
+    assert revisions[0] == revisions[1] != "unknown"
+
+
+# --- authentication (II.1) ---------------------------------------------------------------------
+
+
+def _unsigned(claims: dict[str, Any]) -> str:
+    enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
+    return f"{enc({'alg': 'none', 'typ': 'JWT'})}.{enc(claims)}."
+
+
+def _hs256_with_public_key(idp: Any) -> str:
+    """Algorithm confusion: an HMAC token keyed with the IdP's *public* key."""
+    pem = idp.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": 4102444800, "roles": ["physician"]}
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": idp.kid}).encode()).rstrip(b"=")
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    import hashlib
+    import hmac
+
+    sig = base64.urlsafe_b64encode(hmac.new(pem, header + b"." + payload, hashlib.sha256).digest()).rstrip(
+        b"="
+    )
+    return (header + b"." + payload + b"." + sig).decode()
+
+
+@pytest.mark.parametrize(
+    "case, rule",
+    [
+        ("missing", "auth.missing-token"),
+        ("expired", "auth.expired"),
+        ("wrong-issuer", "auth.wrong-issuer"),
+        ("wrong-audience", "auth.wrong-audience"),
+        ("alg-none", "auth.alg-not-allowed"),
+        ("hs256-confusion", "auth.alg-not-allowed"),
+        ("garbage", "auth.malformed-token"),
+        ("foreign-key", "auth.bad-signature"),
+    ],
+)
+async def test_bad_tokens_get_401_and_are_audited(
+    gw: Harness, idp: Any, fhir_server: Any, case: str, rule: str
+) -> None:
+    from gateway.devtools import tokens
+
+    token = {
+        "missing": None,
+        "expired": lambda: idp.token(ttl=-300),
+        "wrong-issuer": lambda: idp.token(issuer="https://evil.example/realms/x"),
+        "wrong-audience": lambda: idp.token(audience="another-service"),
+        "alg-none": lambda: _unsigned({"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": 4102444800}),
+        "hs256-confusion": lambda: _hs256_with_public_key(idp),
+        "garbage": lambda: "not-a-jwt",
+        "foreign-key": lambda: tokens.mint(
+            tokens.generate_key(), kid=idp.kid, issuer=ISSUER, audience=AUDIENCE, sub="x", roles=["physician"]
+        ),
+    }[case]
+    status, body, headers = await gw.get(f"/fhir/{fhir_server.patients[0]}", token() if token else None)
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert body["resourceType"] == "OperationOutcome"
+    assert rule in oo_rules(body)
+    assert "II.1" in oo_clauses(body)
+    assert "name" not in json.dumps(body)  # nothing of the patient leaks into a refusal
+    record = gw.audit()[-1]
+    assert record["status"] == 401 and record["decision"] == "none"
+    assert record["reasons"][0]["rule"] == rule
+
+
+async def test_unknown_kid_refetch_is_bounded(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """Random kids must not turn the gateway into a flood against the IdP."""
+    before = idp.fetches
+    for i in range(5):
+        status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token(kid=f"random-{i}"))
+        assert status == 401 and "auth.unknown-key" in oo_rules(body)
+    assert idp.fetches - before <= 1
+
+
+# --- purpose and policy (I.2, I.4) --------------------------------------------------------------
+
+
+async def test_missing_purpose_is_refused_citing_i2(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("nurse"), purpose=None)
+    assert status == 403
+    assert "purpose.required" in oo_rules(body)
+    assert "I.2" in oo_clauses(body)
+    assert "使用目的" in body["issue"][0]["details"]["text"]
+    record = gw.audit()[-1]
+    assert record["decision"] == "deny" and record["upstream_status"] is None  # never forwarded
+
+
+async def test_purpose_from_token_claim(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    status, _, _ = await gw.get(
+        f"/fhir/{fhir_server.patients[0]}", idp.token("nurse", purpose="TREAT"), purpose=None
+    )
+    assert status == 200
+    assert gw.audit()[-1]["extra"]["purpose_source"] == "token"
+
+
+async def test_pharmacist_everything_drops_conditions_and_redacts_contacts(
+    gw: Harness, idp: Any, fhir_server: Any
+) -> None:
+    """A policy that drops a resource type removes it from a search Bundle ($everything, I.4)."""
+    patient = fhir_server.patients[0]
+    await upstream_post(
+        fhir_server,
+        {"resourceType": "Condition", "subject": {"reference": patient}, "code": {"text": "hypertension"}},
+    )
+    status, body, _ = await gw.get(f"/fhir/{patient}/$everything", idp.token("pharmacist"))
+    assert status == 200 and body["type"] == "searchset"
+    types = [e["resource"]["resourceType"] for e in body["entry"]]
+    assert "Condition" not in types
+    assert "Patient" in types
+    patient_res = next(e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert "telecom" not in patient_res and "address" not in patient_res
+    assert {"code": "REDACTED"}.items() <= patient_res["meta"]["security"][-1].items()
+    # The physician sees the Condition in the same response shape: the drop is the policy's.
+    _, full, _ = await gw.get(f"/fhir/{patient}/$everything", idp.token("physician"))
+    assert "Condition" in [e["resource"]["resourceType"] for e in full["entry"]]
+    if "total" in body:
+        assert body["total"] == len(
+            [e for e in body["entry"] if e.get("search", {}).get("mode", "match") == "match"]
+        )
+    record = gw.audit()[-2]
+    assert record["entries_dropped"] >= 1 and record["entries_redacted"] >= 1
+    assert not any(r.startswith("Condition/") for r in record["resources_disclosed"])
+
+
+async def test_very_restricted_condition_dropped_from_search_others_remain(
+    gw: Harness, idp: Any, fhir_server: Any
+) -> None:
+    patient = fhir_server.patients[3]
+    hidden = await upstream_post(
+        fhir_server,
+        {
+            "resourceType": "Condition",
+            "meta": {"security": [V_LABEL]},
+            "subject": {"reference": patient},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "B20"}]},
+        },
+    )
+    shown = await upstream_post(
+        fhir_server,
+        {"resourceType": "Condition", "subject": {"reference": patient}, "code": {"text": "asthma"}},
+    )
+    status, body, _ = await gw.get(f"/fhir/Condition?subject={patient}", idp.token("nurse"))
+    assert status == 200
+    ids = {e["resource"]["id"] for e in body.get("entry", [])}
+    assert shown["id"] in ids and hidden["id"] not in ids
+    _, body_md, _ = await gw.get(f"/fhir/Condition?subject={patient}", idp.token("physician"))
+    assert hidden["id"] in {e["resource"]["id"] for e in body_md["entry"]}
+    # Direct read of the withheld resource: refused, not an empty 200.
+    status, oo, _ = await gw.get(f"/fhir/Condition/{hidden['id']}", idp.token("nurse"))
+    assert status == 403 and "label.very-restricted" in oo_rules(oo)
+
+
+async def test_transaction_response_entries_are_filtered(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """A transaction's response goes through the same per-resource filter (entry by entry)."""
+    patient = fhir_server.patients[1]
+    await upstream_post(
+        fhir_server,
+        {"resourceType": "Condition", "subject": {"reference": patient}, "code": {"text": "diabetes"}},
+    )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "GET", "url": f"{patient}/$everything"}}],
+    }
+    status, body = await gw.post("/fhir", idp.token("pharmacist"), bundle)
+    assert status == 200 and body["type"] == "transaction-response"
+    nested = body["entry"][0]["resource"]
+    types = [e["resource"]["resourceType"] for e in nested["entry"]]
+    assert "Patient" in types and "Condition" not in types
+    _, full = await gw.post("/fhir", idp.token("physician"), bundle)
+    assert "Condition" in [e["resource"]["resourceType"] for e in full["entry"][0]["resource"]["entry"]]
+
+
+async def test_transaction_entry_refused_up_front(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "GET", "url": f"{fhir_server.patients[0]}"}},
+            {"request": {"method": "DELETE", "url": f"{fhir_server.patients[0]}"}},
+        ],
+    }
+    status, body = await gw.post("/fhir", idp.token("nurse"), bundle)
+    assert status == 403
+    assert any("Bundle.entry[1]" in i["details"]["text"] for i in body["issue"])
+
+
+async def test_student_sees_deidentified_patient(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("student"), purpose="TRAIN")
+    assert status == 200
+    for element in ("name", "identifier", "telecom", "address"):
+        assert element not in body
+    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("student"), purpose="TREAT")
+    assert status == 403 and "purpose.role" in oo_rules(body)
+
+
+# --- paging, formats, compression ---------------------------------------------------------------
+
+
+async def test_paging_links_point_at_the_gateway_and_work(gw: Harness, idp: Any) -> None:
+    token = idp.token("physician")
+    status, body, _ = await gw.get("/fhir/Patient?_count=2", token)
+    assert status == 200
+    base = str(gw.client.make_url("/fhir"))
+    links = {link["relation"]: link["url"] for link in body["link"]}
+    assert all(url.startswith(base) for url in links.values())
+    assert all(e["fullUrl"].startswith(base) for e in body["entry"])
+    assert "total" not in body  # several pages: the upstream's count would reveal withheld entries
+    nxt = links["next"][len(base) - len("/fhir") :]
+    status, page2, _ = await gw.get(nxt, token)
+    assert status == 200 and page2["entry"]
+    assert {e["resource"]["id"] for e in page2["entry"]}.isdisjoint(
+        {e["resource"]["id"] for e in body["entry"]}
+    )
+
+
+@pytest.mark.parametrize(
+    "query, headers",
+    [("?_format=xml", {}), ("?_format=application/fhir+xml", {}), ("", {"Accept": "application/fhir+xml"})],
+)
+async def test_xml_is_not_served(
+    gw: Harness, idp: Any, fhir_server: Any, query: str, headers: dict[str, str]
+) -> None:
+    status, body, _ = await gw.get(
+        f"/fhir/{fhir_server.patients[0]}{query}", idp.token("physician"), **headers
+    )
+    assert status == 406
+    assert "fhir.format-not-acceptable" in oo_rules(body)
+    assert gw.audit()[-1]["status"] == 406
+
+
+async def test_compressed_upstream_bodies_are_decoded_and_filtered(
+    gw: Harness, idp: Any, fhir_server: Any
+) -> None:
+    patient = fhir_server.patients[2]
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.get(
+            f"{fhir_server.base}/{patient}/$everything", headers={"Accept-Encoding": "gzip"}
+        ) as r:
+            assert r.headers.get("Content-Encoding") == "gzip"  # the upstream really compresses
+    status, body, _ = await gw.get(f"/fhir/{patient}/$everything", idp.token("pharmacist"))
+    assert status == 200 and body["resourceType"] == "Bundle"
+    assert "Condition" not in [e["resource"]["resourceType"] for e in body["entry"]]
+
+
+async def test_unknown_interaction_is_400_not_a_guess(gw: Harness, idp: Any) -> None:
+    status, body, _ = await gw.get("/fhir/NotAType/1", idp.token("physician"))
+    assert status == 400 and "fhir.unknown-type" in oo_rules(body)
+    assert gw.audit()[-1]["status"] == 400
+
+
+# --- writes (I.3) --------------------------------------------------------------------------------
+
+
+async def test_invalid_write_body_is_400_listing_problems(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    bad = {
+        "resourceType": "Observation",
+        "subject": {"reference": fhir_server.patients[0]},
+        "valueQuantity": {"value": "high"},
+    }
+    status, body = await gw.post("/fhir/Observation", idp.token("nurse"), bad)
+    assert status == 400
+    text = " ".join(i["details"]["text"] for i in body["issue"])
+    assert "Observation.code" in text and "Observation.valueQuantity.value" in text
+    assert gw.audit()[-1]["upstream_status"] is None
+    # fhir.resources reports missing required primitives once the elements themselves are valid.
+    bad = {
+        "resourceType": "Observation",
+        "code": {"text": "pulse"},
+        "subject": {"reference": fhir_server.patients[0]},
+    }
+    status, body = await gw.post("/fhir/Observation", idp.token("nurse"), bad)
+    assert status == 400 and "status" in body["issue"][0]["details"]["text"]
+
+
+async def test_valid_write_reaches_upstream(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "heart rate"},
+        "subject": {"reference": fhir_server.patients[0]},
+        "valueQuantity": {"value": 72, "unit": "/min"},
+    }
+    status, body = await gw.post("/fhir/Observation", idp.token("nurse"), obs)
+    assert status == 201 and body["id"]
+    record = gw.audit()[-1]
+    assert record["interaction"] == "create" and record["patients_targeted"] == [fhir_server.patients[0]]
+    status, _ = await gw.post("/fhir/Observation", idp.token("student"), obs, purpose="TRAIN")
+    assert status == 403
+
+
+# --- fail closed ---------------------------------------------------------------------------------
+
+
+async def test_policy_engine_down_fails_closed(
+    aiohttp_client: Any, make_settings: Any, idp: Any, fhir_server: Any
+) -> None:
+    settings = make_settings(
+        fhir_server.base, "opa", f"http://127.0.0.1:{free_port()}", policy_timeout_seconds=1.0
+    )
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    status, body, _ = await h.get(f"/fhir/{fhir_server.patients[0]}", idp.token("physician"))
+    assert status == 503 and "policy.unavailable" in oo_rules(body)
+    assert "resourceType" in body and body["resourceType"] == "OperationOutcome"
+    record = h.audit()[-1]
+    assert record["decision"] == "deny" and record["upstream_status"] is None
+
+
+async def test_audit_store_failure_withholds_data(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    await gw.client.server.app[GATEWAY].store.close()  # the store is gone: nothing may leave
+    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("physician"))
+    assert status == 503
+    assert body["resourceType"] == "OperationOutcome" and "audit.unavailable" in oo_rules(body)
+    assert "II.2" in oo_clauses(body)
+
+
+async def test_upstream_down_is_502(aiohttp_client: Any, make_settings: Any, idp: Any) -> None:
+    settings = make_settings(f"http://127.0.0.1:{free_port()}/fhir/R4")
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    status, body, _ = await h.get("/fhir/Patient/abc", idp.token("physician"))
+    assert status == 502 and "upstream.unreachable" in oo_rules(body)
+    assert h.audit()[-1]["decision"] == "allow" and h.audit()[-1]["status"] == 502
+
+
+async def test_readyz_reports_each_part(gw: Harness) -> None:
+    resp = await gw.client.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["checks"] == {
+        "upstream": True,
+        "store": True,
+        "policy_engine": True,
+        "operator_keys": True,
+    }
+    assert (await gw.client.get("/healthz")).status == 200
+
+
+# --- header hygiene, recorded responses (a stand-in upstream: says so) --------------------------
+
+
+class RecordingUpstream:
+    """A stand-in FHIR server that records what the gateway sends and answers canned JSON.
+
+    Used only where the real server cannot show the behaviour: which headers arrive upstream, and
+    `_include` pages (Medplum 4.5.2's in-memory router ignores _include). The canned bodies are
+    built from real resources read from the Medplum dev server.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[web.Request] = []
+        self.headers: list[dict[str, str]] = []
+        self.reply: Any = {}
+        self.delay = 0.0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.headers.append(dict(request.headers))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.Response(body=json.dumps(self.reply), content_type="application/fhir+json")
+
+
+@pytest.fixture
+async def recording(aiohttp_server: Any) -> Any:
+    rec = RecordingUpstream()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", rec.handle)
+    server = await aiohttp_server(app)
+    rec.base = str(server.make_url("/fhir/R4"))  # type: ignore[attr-defined]
+    return rec
+
+
+async def test_caller_token_never_reaches_upstream(
+    recording: Any, aiohttp_client: Any, make_settings: Any, idp: Any
+) -> None:
+    recording.reply = {"resourceType": "Patient", "id": "p1"}
+    settings = make_settings(recording.base, upstream_authorization="Basic Z2F0ZXdheTpzZWNyZXQ=")
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    token = idp.token("physician")
+    status, _, _ = await h.get(
+        "/fhir/Patient/p1", token, Cookie="session=abc", Connection="keep-alive, X-Foo", **{"X-Foo": "1"}
+    )
+    assert status == 200
+    sent = recording.headers[-1]
+    assert sent["Authorization"] == "Basic Z2F0ZXdheTpzZWNyZXQ="
+    assert token not in json.dumps(sent)
+    assert "Cookie" not in sent and "X-Foo" not in sent and "X-Purpose-Of-Use" not in sent
+    assert sent["Accept"] == "application/fhir+json"
+
+
+async def test_include_page_is_filtered(
+    recording: Any, aiohttp_client: Any, make_settings: Any, idp: Any, fhir_server: Any
+) -> None:
+    """An `_include`d Condition is withheld like any other; the recorded page mixes match and include."""
+    patient = fhir_server.patients[0]
+    cond = await upstream_post(
+        fhir_server,
+        {"resourceType": "Condition", "subject": {"reference": patient}, "code": {"text": "gout"}},
+    )
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{fhir_server.base}/{patient}") as r:
+            patient_res = await r.json(content_type=None)
+    recording.reply = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 1,
+        "link": [
+            {
+                "relation": "self",
+                "url": f"{recording.base}/Patient?_id={patient_res['id']}&_revinclude=Condition:subject",
+            }
+        ],
+        "entry": [
+            {"fullUrl": f"{recording.base}/{patient}", "resource": patient_res, "search": {"mode": "match"}},
+            {
+                "fullUrl": f"{recording.base}/Condition/{cond['id']}",
+                "resource": cond,
+                "search": {"mode": "include"},
+            },
+        ],
+    }
+    settings = make_settings(recording.base)
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    status, body, _ = await h.get(
+        f"/fhir/Patient?_id={patient_res['id']}&_revinclude=Condition:subject", idp.token("pharmacist")
+    )
+    assert status == 200
+    assert [e["resource"]["resourceType"] for e in body["entry"]] == ["Patient"]
+    assert body["total"] == 1
+    assert body["link"][0]["url"].startswith(str(h.client.make_url("/fhir")))
+
+
+async def test_upstream_timeout_is_504(
+    recording: Any, aiohttp_client: Any, make_settings: Any, idp: Any
+) -> None:
+    recording.reply = {"resourceType": "Patient", "id": "p1"}
+    recording.delay = 2.0
+    settings = make_settings(recording.base, upstream_timeout=0.3)
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    status, body, _ = await h.get("/fhir/Patient/p1", idp.token("physician"))
+    assert status == 504 and "upstream.timeout" in oo_rules(body)
+
+
+async def test_non_json_upstream_answer_is_refused(
+    aiohttp_server: Any, aiohttp_client: Any, make_settings: Any, idp: Any
+) -> None:
+    async def xml(request: web.Request) -> web.Response:
+        return web.Response(
+            text="<Patient xmlns='http://hl7.org/fhir'><name><family value='王'/></name></Patient>",
+            content_type="application/fhir+xml",
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", xml)
+    server = await aiohttp_server(app)
+    settings = make_settings(str(server.make_url("/fhir/R4")))
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    status, body, _ = await h.get("/fhir/Patient/p1", idp.token("physician"))
+    assert status == 502 and "王" not in json.dumps(body, ensure_ascii=False)
+
+
+def test_jwt_library_rejects_none_even_if_configured() -> None:
+    """Defence in depth: pyjwt itself refuses 'none' when a key is given."""
+    with pytest.raises(jwt.InvalidTokenError):
+        jwt.decode(_unsigned({"sub": "x"}), "key", algorithms=["RS256"])
