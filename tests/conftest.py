@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -157,7 +156,7 @@ class IdentityProvider:
         idp = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 idp.fetches += 1
                 body = json.dumps(idp.jwks).encode()
                 self.send_response(200)
@@ -225,7 +224,3 @@ def make_settings(tmp_path: Path, idp: IdentityProvider) -> Any:
 def read_audit(settings: Settings) -> list[dict[str, Any]]:
     path = Path(settings.audit_log)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    raise RuntimeError("Python 3.11+ required")
