@@ -39,6 +39,7 @@ test: setup lint policy-test
 	EMRGUARD_OPA_BIN=$(OPA) $(VENV)/bin/pytest -q
 
 bench: setup
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	EMRGUARD_OPA_BIN=$(OPA) $(PY) -m bench.run
 
 clean:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import html
 import json
 import random
@@ -362,7 +363,7 @@ async def seed_server(
     """POST ``count`` patients as transactions to ``base_url``; return the server's Patient ids.
 
     Ids are in patient-index order. Pass a ``session`` to reuse connections or to carry
-    credentials (e.g. ``aiohttp.ClientSession(auth=aiohttp.BasicAuth(...))``).
+    credentials (e.g. ``aiohttp.ClientSession(headers={"Authorization": ...})``).
     """
     return await seed_bundles(base_url, make_patient_bundles(count, seed), session)
 
@@ -373,14 +374,15 @@ def _display_name(bundle: JSONDict) -> str:
 
 
 async def _seed_and_report(args: argparse.Namespace) -> None:
-    auth = None
+    headers: dict[str, str] = {}
     if args.basic_auth:
         user, _, password = args.basic_auth.partition(":")
-        auth = aiohttp.BasicAuth(user, password)
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
     started = time.perf_counter()
     bundles = make_patient_bundles(args.count, args.seed)
     generated = time.perf_counter()
-    async with aiohttp.ClientSession(auth=auth) as session:
+    async with aiohttp.ClientSession(headers=headers) as session:
         ids = await seed_bundles(args.base_url, bundles, session=session)
     finished = time.perf_counter()
     for index, (patient_id, bundle) in enumerate(zip(ids, bundles, strict=True)):

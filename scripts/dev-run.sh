@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make run`: the Medplum FHIR dev server with synthetic patients, and EMR Guard in front of it
+# (embedded policy engine, SQLite store, development signing key). Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FHIR_PORT="${FHIR_PORT:-8090}"
+GATEWAY_LISTEN="${EMRGUARD_LISTEN:-127.0.0.1:8080}"
+PATIENTS="${PATIENTS:-20}"
+PY=.venv/bin/python
+mkdir -p var
+
+node devserver/fhir-server.mjs --port "$FHIR_PORT" > var/fhir-server.out 2> var/fhir-server.log &
+FHIR_PID=$!
+trap 'kill $FHIR_PID 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 100); do grep -q "ready on" var/fhir-server.out 2>/dev/null && break; sleep 0.1; done
+grep -q "ready on" var/fhir-server.out || { echo "FHIR dev server did not start; see var/fhir-server.log" >&2; exit 1; }
+UPSTREAM="http://127.0.0.1:${FHIR_PORT}/fhir/R4"
+echo "Seeding ${PATIENTS} synthetic patients into ${UPSTREAM} ..."
+$PY -m gateway.devtools.synthetic --base-url "$UPSTREAM" --count "$PATIENTS" > var/patients.txt
+head -5 var/patients.txt
+
+# The development key: tokens from `emrguard dev-token` verify against its public half.
+.venv/bin/emrguard dev-token --role physician > /dev/null
+cat <<MSG
+
+EMR Guard is starting on http://${GATEWAY_LISTEN}/fhir  (upstream ${UPSTREAM})
+Try, in another shell:
+  TOKEN=\$(.venv/bin/emrguard dev-token --role nurse --dept cardiology)
+  curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: TREAT" http://${GATEWAY_LISTEN}/fhir/Patient?_count=3
+  TOKEN=\$(.venv/bin/emrguard dev-token --role student --sub stu-001)
+  curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: TRAIN" http://${GATEWAY_LISTEN}/fhir/Patient?_count=3
+Audit records: var/audit.jsonl and var/emrguard.sqlite. Patients: var/patients.txt
+
+MSG
+export EMRGUARD_LISTEN="$GATEWAY_LISTEN"
+export EMRGUARD_UPSTREAM_URL="$UPSTREAM"
+export EMRGUARD_JWT_PUBLIC_KEY_FILES="var/dev-keys/emrguard-dev.pem"
+export EMRGUARD_ISSUER="https://idp.emrguard.local/dev"
+export EMRGUARD_AUDIENCE="emrguard"
+export EMRGUARD_POLICY_ENGINE="${EMRGUARD_POLICY_ENGINE:-embedded}"
+export EMRGUARD_DB="${EMRGUARD_DB:-var/emrguard.sqlite}"
+export EMRGUARD_AUDIT_LOG="${EMRGUARD_AUDIT_LOG:-var/audit.jsonl}"
+.venv/bin/emrguard serve
