@@ -8,6 +8,7 @@ wrong, so the hospital's IT desk can fix it without reading code.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import typing
@@ -23,6 +24,10 @@ POLICY_ENGINES = ("embedded", "opa")
 ALLOWED_JWT_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+
+
+# EMRGUARD_* variables read by the tooling, not by Settings.
+NON_SETTING_VARIABLES = frozenset({"CONFIG", "OPA_BIN", "CACHE"})
 
 
 class ConfigError(ValueError):
@@ -104,13 +109,16 @@ def _coerce(key: str, raw: object, target: object, *, from_env: bool) -> object:
                 return False
             raise ValueError(f"expected true/false, got {raw!r}")
         if target is int:
-            if isinstance(raw, bool):
-                raise ValueError("expected an integer")
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(f"expected a whole number, got {raw!r}")
             return int(raw)  # type: ignore[arg-type]
         if target is float:
             if isinstance(raw, bool):
                 raise ValueError("expected a number")
-            return float(raw)  # type: ignore[arg-type]
+            value = float(raw)  # type: ignore[arg-type]
+            if not math.isfinite(value):
+                raise ValueError(f"expected a finite number, got {raw!r}")
+            return value
         if target is str:
             if not isinstance(raw, str):
                 raise ValueError(f"expected text, got {type(raw).__name__}")
@@ -124,8 +132,8 @@ def _coerce(key: str, raw: object, target: object, *, from_env: bool) -> object:
                 raise ValueError("expected a list (TOML array, or comma-separated in the environment)")
             return tuple(items)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config key '{key}': {exc}") from None
-    raise ConfigError(f"config key '{key}': unsupported type {target}")  # pragma: no cover
+        raise ConfigError(f"config key {key}: {exc}") from None
+    raise ConfigError(f"config key {key}: unsupported type {target}")  # pragma: no cover
 
 
 def load_settings(
@@ -147,11 +155,16 @@ def load_settings(
         for key, raw in file_values.items():
             if key not in known:
                 raise ConfigError(f"config file '{path}': unknown key '{key}'")
-            values[key] = _coerce(key, raw, _field_type(known[key]), from_env=False)
+            values[key] = _coerce(f"'{key}'", raw, _field_type(known[key]), from_env=False)
     for key, f in known.items():
         env_key = ENV_PREFIX + key.upper()
         if env_key in env:
-            values[key] = _coerce(env_key, env[env_key], _field_type(f), from_env=True)
+            values[key] = _coerce(f"'{key}' ({env_key})", env[env_key], _field_type(f), from_env=True)
+    # A misspelt variable (EMRGUARD_UPSTREM_URL) must not be silently ignored.
+    expected = {ENV_PREFIX + k.upper() for k in known} | {ENV_PREFIX + k for k in NON_SETTING_VARIABLES}
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in expected)
+    if unknown:
+        raise ConfigError(f"unknown environment variable {unknown[0]}: no config key of that name")
     settings = Settings(**values)  # type: ignore[arg-type]
     validate(settings)
     return settings

@@ -184,6 +184,7 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     # 6. The response decision, one call for every resource that came back, then the filter.
     slots = collect(upstream.body)
     ctx.entries_returned = len(slots)
+    verdicts: list[dict[str, Any]] = []
     if slots:
         response_input = dict(decision_input)
         response_input["entries"] = [slot.summary() for slot in slots]
@@ -194,17 +195,18 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
             raise _policy_failure(ctx, exc) from None
         finally:
             ctx.policy_ms += (time.perf_counter() - t0) * 1000
-        result = apply_verdicts(upstream.body, slots, verdicts)
-        ctx.entries_dropped, ctx.entries_redacted = result.dropped, result.redacted
-        if result.root_dropped:
-            raise GatewayError(
-                403,
-                "forbidden",
-                result.root_reasons
-                or [Reason("policy.withheld", "the resource is withheld by policy", "该资源依策略不予提供")],
-            )
-        ctx.patients_disclosed = result.disclosed_patients
-        ctx.resources_disclosed = result.disclosed
+    # Also with no resources at all: a bare total (_count=0) must not reveal a withheld count.
+    result = apply_verdicts(upstream.body, slots, verdicts)
+    ctx.entries_dropped, ctx.entries_redacted = result.dropped, result.redacted
+    if result.root_dropped:
+        raise GatewayError(
+            403,
+            "forbidden",
+            result.root_reasons
+            or [Reason("policy.withheld", "the resource is withheld by policy", "该资源依策略不予提供")],
+        )
+    ctx.patients_disclosed = result.disclosed_patients
+    ctx.resources_disclosed = result.disclosed
     # 7. Plugins' last look (watermarks come here), then the caller's answer.
     for plugin in gw.plugins:
         await plugin.before_release(ctx, upstream.body)

@@ -46,11 +46,11 @@ def _forbidden_outcome(reasons: list[Reason]) -> dict[str, Any]:
 
 def apply_verdicts(body: dict[str, Any], slots: list[Slot], verdicts: list[dict[str, Any]]) -> FilterResult:
     result = FilterResult()
+    if len(slots) != len(verdicts):
+        raise ValueError(f"{len(verdicts)} verdicts for {len(slots)} resources")  # before any change
     removals: dict[int, tuple[list[Any], set[int]]] = {}
-    touched_bundles: dict[int, dict[str, Any]] = {}
+    bundles = [(b, _matches(b)) for b in _counted_bundles(body)]
     for slot, verdict in zip(slots, verdicts, strict=True):
-        if slot.bundle is not None:
-            touched_bundles[id(slot.bundle)] = slot.bundle
         if not verdict.get("keep", False):
             result.dropped += 1
             reasons = [Reason.from_policy(r) for r in verdict.get("reasons") or []]
@@ -83,8 +83,8 @@ def apply_verdicts(body: dict[str, Any], slots: list[Slot], verdicts: list[dict[
     for container, indexes in removals.values():
         for i in sorted(indexes, reverse=True):
             del container[i]
-    for bundle in touched_bundles.values():
-        _fix_total(bundle)
+    for bundle, matches_before in bundles:
+        _fix_total(bundle, matches_before)
     if not result.root_dropped:
         # What actually leaves is what is still in the body once the drops are done.
         for slot in collect(body):
@@ -94,22 +94,50 @@ def apply_verdicts(body: dict[str, Any], slots: list[Slot], verdicts: list[dict[
     return result
 
 
-def _fix_total(bundle: dict[str, Any]) -> None:
-    """Bundle.total must not reveal how many resources the filter withheld.
+def _counted_bundles(body: Any) -> list[dict[str, Any]]:
+    """Search and history Bundles in a body, also those nested in Bundles and Parameters."""
+    found: list[dict[str, Any]] = []
+    if not isinstance(body, dict):
+        return found
+    if body.get("resourceType") == "Bundle":
+        if body.get("type") in COUNTED_BUNDLES:
+            found.append(body)
+        for entry in body.get("entry") or []:
+            if isinstance(entry, dict):
+                found.extend(_counted_bundles(entry.get("resource")))
+    elif body.get("resourceType") == "Parameters":
+        stack = list(body.get("parameter") or [])
+        while stack:
+            p = stack.pop()
+            if isinstance(p, dict):
+                found.extend(_counted_bundles(p.get("resource")))
+                stack.extend(p.get("part") or [])
+    return found
 
-    On a single page the total becomes the number of matches the operator actually sees. Across
-    pages the gateway cannot know what later pages will withhold, so the total is removed
-    (it is optional in FHIR R4).
+
+def _matches(bundle: dict[str, Any]) -> int:
+    return sum(
+        1
+        for e in bundle.get("entry") or []
+        if isinstance(e, dict) and (e.get("search") or {}).get("mode", "match") == "match"
+    )
+
+
+def _fix_total(bundle: dict[str, Any], matches_before: int) -> None:
+    """Bundle.total must not reveal how many resources the filter withheld (I.4).
+
+    The total survives only when the page held the whole result (no paging links, as many matches
+    as the upstream counted); it then becomes the number of matches the operator actually sees.
+    Otherwise (more pages, `_count=0`, `_summary=count`) the gateway cannot know what other pages
+    would withhold, and the total is removed (it is optional in FHIR R4).
     """
-    if bundle.get("type") not in COUNTED_BUNDLES or "total" not in bundle:
+    if "total" not in bundle:
         return
-    has_next = any(
-        isinstance(link, dict) and link.get("relation") == "next" for link in bundle.get("link") or []
+    paged = any(
+        isinstance(link, dict) and link.get("relation") in ("next", "previous", "prev")
+        for link in bundle.get("link") or []
     )
-    if has_next:
+    if paged or bundle["total"] != matches_before:
         del bundle["total"]
-        return
-    entries = bundle.get("entry") or []
-    bundle["total"] = sum(
-        1 for e in entries if isinstance(e, dict) and (e.get("search") or {}).get("mode", "match") == "match"
-    )
+    else:
+        bundle["total"] = _matches(bundle)

@@ -100,7 +100,9 @@ def _check_type(name: str) -> str:
 
 
 def _check_id(value: str) -> str:
-    if not ID_RE.match(value):
+    # "." and ".." fit the FHIR id pattern but are path steps: Patient/../Observation would be
+    # decided as one request and normalised by the HTTP client into another (all patients).
+    if not ID_RE.fullmatch(value) or value in (".", ".."):
         raise _bad(
             f"'{value[:80]}' is not a valid FHIR id", f"“{value[:80]}”不是有效的 FHIR 资源 id", "fhir.bad-id"
         )
@@ -119,7 +121,7 @@ def parse_params(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
 def check_format(params: dict[str, list[str]], accept: str) -> None:
     """JSON only: an XML (or any other) body would pass the per-resource filter unseen -> 406."""
     for value in params.get("_format", []):
-        if value.strip().lower() not in JSON_FORMATS:
+        if value.split(";")[0].strip().lower() not in JSON_FORMATS:
             raise error(
                 406,
                 "not-supported",
@@ -176,6 +178,23 @@ def patients_in_params(resource_type: str | None, params: dict[str, list[str]]) 
     return found
 
 
+def patched_patients(body: Any) -> set[str]:
+    """Patients a JSON Patch moves a record to (`/subject`, `/patient`): a write targets them too."""
+    found: set[str] = set()
+    for op in body if isinstance(body, list) else []:
+        if not isinstance(op, dict) or not isinstance(op.get("path"), str):
+            continue
+        element = op["path"].strip("/").split("/")[0]
+        if element in PATIENT_PARAMS:
+            value = op.get("value")
+            ref = value.get("reference") if isinstance(value, dict) else value
+            if isinstance(ref, str):
+                patient = _reference_to_patient(ref)
+                if patient:
+                    found.add(patient)
+    return found
+
+
 def _body_resource(body: Any, expected_type: str | None) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise _bad(
@@ -201,6 +220,10 @@ def parse_request(
     method = method.upper()
     params = parse_params(query)
     segments = [s for s in path.split("/") if s]
+    if any(s in (".", "..") for s in segments):
+        raise _bad(
+            "'.' and '..' are not allowed in a FHIR path", "FHIR 路径中不允许出现“.”或“..”", "fhir.bad-id"
+        )
     n = len(segments)
     req = FhirRequest(method=method, interaction="", level="system", params=params, body=body)
 
@@ -277,6 +300,8 @@ def parse_request(
             if interaction is None:
                 raise unsupported()
             req.interaction = interaction
+            if method == "PATCH":
+                req.patients |= patched_patients(body)
             if method == "PUT":
                 resource = _body_resource(body, req.resource_type)
                 if resource.get("id") != req.id:
@@ -349,7 +374,7 @@ def _parse_entries(bundle: dict[str, Any]) -> list[FhirRequest]:
                 f"Bundle.entry[{i}].request 缺少 method 或 url",
             )
         url = request["url"]
-        if "://" in url:
+        if "://" in url.split("?", 1)[0] or url.startswith("//"):
             raise _bad(
                 f"Bundle.entry[{i}].request.url must be relative to this server",
                 f"Bundle.entry[{i}].request.url 必须是相对地址",
@@ -363,6 +388,7 @@ def _parse_entries(bundle: dict[str, Any]) -> list[FhirRequest]:
                 entry.get("resource"),
                 nested=True,
             )
+            check_format(sub.params, "")
         except GatewayError as exc:
             exc.reasons = [
                 Reason(r.rule, f"Bundle.entry[{i}]: {r.en}", f"Bundle.entry[{i}]:{r.zh}", r.clause)
