@@ -13,15 +13,30 @@ decision := {"verdicts": [verdict(e) | some e in input.entries]}
 
 verdict(e) := {
 	"keep": count(drops) == 0,
-	"redact": sort([f | some f in redactions(e)]),
+	"redact": object.get(redactions_by_type, e.type, []),
 	"reasons": [r | some r in drops],
 } if {
 	drops := type_drop(e) | label_drop(e)
 }
 
+# What depends only on the operator and purpose is computed once per response, not per entry:
+# a 100-entry search costs one role lookup, not a hundred.
+visible_types contains t if {
+	some r in access.active_roles
+	some t in access.cfg.roles[r].read_types
+}
+
+type_visible(_) if "*" in visible_types
+
+type_visible(t) if t in visible_types
+
+redactions_by_type[t] := sort([f | some f in redactions(t)]) if {
+	some t in {e.type | some e in input.entries}
+}
+
 # I.4 minimum necessary: a resource type the roles may not see is withheld wherever it appears.
 type_drop(e) := set() if {
-	access.may_read_type(e.type)
+	type_visible(e.type)
 } else := {access.reason(
 	"type.not-visible", "I.4",
 	sprintf("%s withheld: the operator's roles may not see this resource type", [e.type]),
@@ -41,10 +56,10 @@ label_drop(e) := {access.reason(
 } else := set()
 
 # I.4 field-level minimum necessary: a field is withheld when every active role withholds it.
-redactions(e) := {f |
+redactions(t) := {f |
 	some r in access.active_roles
-	some f in access.role_redactions(r, e.type)
+	some f in access.role_redactions(r, t)
 	every other in access.active_roles {
-		f in access.role_redactions(other, e.type)
+		f in access.role_redactions(other, t)
 	}
 }
