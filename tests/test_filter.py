@@ -537,3 +537,24 @@ def test_wrong_verdict_count_changes_nothing():
     with pytest.raises(ValueError):
         apply_verdicts(body, collect(body), [DROP])
     assert json.dumps(body, sort_keys=True) == before
+
+
+def test_redaction_removes_the_narrative_that_repeats_the_fields():
+    """The narrative of a synthetic patient reads "何丹，女，出生日期 1955-03-19": redacting the
+    name must not leave it in text.div (I.4 minimum necessary)."""
+    p = patient("p1")
+    p["name"] = [{"family": "何", "given": ["丹"]}]
+    p["text"] = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">何丹，女</div>'}
+    body = searchset(search_entry(p), total=1)
+    apply_verdicts(body, collect(body), [{"keep": True, "redact": ["name"]}])
+    kept = body["entry"][0]["resource"]
+    assert "name" not in kept and "text" not in kept
+    assert "何丹" not in json.dumps(body, ensure_ascii=False)
+
+
+def test_narrative_kept_when_nothing_was_redacted():
+    p = patient("p1")
+    p["text"] = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'}
+    body = searchset(search_entry(p), total=1)
+    apply_verdicts(body, collect(body), [{"keep": True, "redact": ["photo"]}])
+    assert "text" in body["entry"][0]["resource"]

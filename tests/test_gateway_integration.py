@@ -310,10 +310,17 @@ async def test_transaction_entry_refused_up_front(gw: Harness, idp: Any, fhir_se
 
 
 async def test_student_sees_deidentified_patient(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{fhir_server.base}/{fhir_server.patients[0]}") as r:
+            real = await r.json(content_type=None)
+    family = real["name"][0]["family"] + "".join(real["name"][0].get("given", []))
+    assert family in json.dumps(real, ensure_ascii=False)
     status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("student"), purpose="TRAIN")
     assert status == 200
     for element in ("name", "identifier", "telecom", "address"):
         assert element not in body
+    # Not in the narrative either, nor anywhere else in the answer.
+    assert family not in json.dumps(body, ensure_ascii=False)
     status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("student"), purpose="TREAT")
     assert status == 403 and "purpose.role" in oo_rules(body)
 

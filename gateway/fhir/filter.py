@@ -78,6 +78,9 @@ def apply_verdicts(body: dict[str, Any], slots: list[Slot], verdicts: list[dict[
         for path in verdict.get("redact") or []:
             changed = remove_path(slot.resource, str(path)) or changed
         if changed:
+            # The narrative can repeat any element (a name, an address): once anything is
+            # withheld, the human-readable text goes too.
+            slot.resource.pop("text", None)
             mark_redacted(slot.resource)
             result.redacted += 1
     for container, indexes in removals.values():
