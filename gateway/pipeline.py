@@ -12,7 +12,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 import structlog
@@ -174,7 +174,7 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     # 5. Forward.
     t0 = time.perf_counter()
     upstream = await gw.upstream.send(
-        ctx.method, ctx.path, ctx.query_string, request.headers, raw_body, ctx.request_id
+        ctx.method, ctx.path, _upstream_query(ctx, query), request.headers, raw_body, ctx.request_id
     )
     ctx.upstream_ms = (time.perf_counter() - t0) * 1000
     ctx.upstream_status = upstream.status
@@ -211,6 +211,19 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     for plugin in gw.plugins:
         await plugin.before_release(ctx, upstream.body)
     return _json_response(upstream.status, upstream.body, ctx, headers)
+
+
+def _upstream_query(ctx: RequestContext, query: list[tuple[str, str]]) -> str:
+    """The query string sent upstream, without `_elements`.
+
+    `_elements=id` would strip the security labels and codes the response decision reads, so a
+    very restricted resource could pass as an unlabelled one. FHIR lets a server return more than
+    the elements asked for, so the gateway asks for whole resources and the filter sees everything.
+    """
+    if not any(k == "_elements" or k.startswith("_elements:") for k, _ in query):
+        return ctx.query_string
+    ctx.audit_extra["elements_ignored"] = [v for k, v in query if k.startswith("_elements")]
+    return urlencode([(k, v) for k, v in query if not (k == "_elements" or k.startswith("_elements:"))])
 
 
 def _policy_failure(ctx: RequestContext, exc: PolicyError) -> GatewayError:

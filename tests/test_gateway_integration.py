@@ -479,11 +479,13 @@ class RecordingUpstream:
     def __init__(self) -> None:
         self.requests: list[web.Request] = []
         self.headers: list[dict[str, str]] = []
+        self.urls: list[str] = []
         self.reply: Any = {}
         self.delay = 0.0
 
     async def handle(self, request: web.Request) -> web.Response:
         self.headers.append(dict(request.headers))
+        self.urls.append(request.path_qs)
         if self.delay:
             await asyncio.sleep(self.delay)
         return web.Response(body=json.dumps(self.reply), content_type="application/fhir+json")
@@ -557,6 +559,35 @@ async def test_include_page_is_filtered(
     assert [e["resource"]["resourceType"] for e in body["entry"]] == ["Patient"]
     assert body["total"] == 1
     assert body["link"][0]["url"].startswith(str(h.client.make_url("/fhir")))
+
+
+async def test_elements_cannot_strip_the_labels_the_filter_reads(
+    recording: Any, aiohttp_client: Any, make_settings: Any, idp: Any
+) -> None:
+    """`_elements=id` would hide meta.security from the response decision (I.4): it is not forwarded."""
+    recording.reply = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Condition",
+                    "id": "c1",
+                    "meta": {"security": [V_LABEL]},
+                    "subject": {"reference": "Patient/p1"},
+                }
+            },
+        ],
+    }
+    settings = make_settings(recording.base)
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    status, body, _ = await h.get(
+        "/fhir/Condition?subject=Patient/p1&_elements=id&_count=5", idp.token("nurse")
+    )
+    assert status == 200
+    assert "_elements" not in recording.urls[-1] and "_count=5" in recording.urls[-1]
+    assert body.get("entry", []) == []  # the V-labelled Condition is withheld
+    assert h.audit()[-1]["extra"]["elements_ignored"] == ["id"]
 
 
 async def test_upstream_timeout_is_504(
