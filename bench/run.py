@@ -60,7 +60,12 @@ def wait_ready(url: str, timeout: float = 30) -> None:
 
 
 def start_fhir() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(["node", str(ROOT / "devserver/fhir-server.mjs"), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        ["node", str(ROOT / "devserver/fhir-server.mjs"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     return proc, line.strip().rsplit(" ", 1)[-1]
@@ -71,10 +76,19 @@ async def seed(base: str) -> tuple[str, str]:
     ids = await seed_server(base, count=20, seed=262)
     patient = ids[0] if ids[0].startswith("Patient/") else f"Patient/{ids[0]}"
     entries = [
-        {"request": {"method": "POST", "url": "Observation"}, "resource": {
-            "resourceType": "Observation", "status": "final", "subject": {"reference": patient},
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
-            "valueQuantity": {"value": 60 + i % 40, "unit": "/min"}, "note": [{"text": f"bench observation {i}"}]}}
+        {
+            "request": {"method": "POST", "url": "Observation"},
+            "resource": {
+                "resourceType": "Observation",
+                "status": "final",
+                "subject": {"reference": patient},
+                "code": {
+                    "coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]
+                },
+                "valueQuantity": {"value": 60 + i % 40, "unit": "/min"},
+                "note": [{"text": f"bench observation {i}"}],
+            },
+        }
         for i in range(100)
     ]
     async with aiohttp.ClientSession() as s:
@@ -85,21 +99,34 @@ async def seed(base: str) -> tuple[str, str]:
     return patient, obs_id
 
 
-def start_gateway(mode: str, upstream: str, opa_url: str, key_file: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(
+    mode: str, upstream: str, opa_url: str, key_file: Path, work: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = dict(os.environ)
-    env.update({
-        "EMRGUARD_LISTEN": f"127.0.0.1:{port}", "EMRGUARD_UPSTREAM_URL": upstream,
-        "EMRGUARD_JWT_PUBLIC_KEY_FILES": str(key_file), "EMRGUARD_ISSUER": ISSUER, "EMRGUARD_AUDIENCE": AUDIENCE,
-        "EMRGUARD_POLICY_DIR": str(ROOT / "opa_policies"), "EMRGUARD_DB": str(work / f"{mode}.sqlite"),
-        "EMRGUARD_AUDIT_LOG": str(work / f"{mode}.jsonl"),
-    })
+    env.update(
+        {
+            "EMRGUARD_LISTEN": f"127.0.0.1:{port}",
+            "EMRGUARD_UPSTREAM_URL": upstream,
+            "EMRGUARD_JWT_PUBLIC_KEY_FILES": str(key_file),
+            "EMRGUARD_ISSUER": ISSUER,
+            "EMRGUARD_AUDIENCE": AUDIENCE,
+            "EMRGUARD_POLICY_DIR": str(ROOT / "opa_policies"),
+            "EMRGUARD_DB": str(work / f"{mode}.sqlite"),
+            "EMRGUARD_AUDIT_LOG": str(work / f"{mode}.jsonl"),
+        }
+    )
     if mode == "bare":
         env.update({"EMRGUARD_BARE_PASSTHROUGH": "true", "EMRGUARD_UNSAFE_BENCH_MODE_ACKNOWLEDGED": "true"})
     else:
         env["EMRGUARD_POLICY_ENGINE"] = mode
         env["EMRGUARD_OPA_URL"] = opa_url
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/healthz")
     return proc, base + "/fhir"
@@ -107,8 +134,18 @@ def start_gateway(mode: str, upstream: str, opa_url: str, key_file: Path, work: 
 
 def wrk(url: str, token: str, seconds: int, connections: int) -> dict[str, Any]:
     cmd = [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench/report.lua"),
-        "-H", f"Authorization: Bearer {token}", "-H", "X-Purpose-Of-Use: TREAT", url,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(ROOT / "bench/report.lua"),
+        "-H",
+        f"Authorization: Bearer {token}",
+        "-H",
+        "X-Purpose-Of-Use: TREAT",
+        url,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     match = re.search(r"BENCH_JSON (\{.*\})", out)
@@ -125,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("wrk"):
         print("bench: wrk is needed (apt-get install wrk)", file=sys.stderr)
         return 2
-    opa_bin = os.environ.get("EMRGUARD_OPA_BIN") or subprocess.run([str(ROOT / "scripts/ensure-opa.sh")], capture_output=True, text=True, check=True).stdout.strip()
+    opa_bin = (
+        os.environ.get("EMRGUARD_OPA_BIN")
+        or subprocess.run(
+            [str(ROOT / "scripts/ensure-opa.sh")], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     procs: list[subprocess.Popen[Any]] = []
     work = Path(tempfile.mkdtemp(prefix="emrguard-bench-"))
     try:
@@ -133,14 +175,37 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(fhir)
         patient, obs_id = asyncio.run(seed(upstream))
         opa_port = free_port()
-        procs.append(subprocess.Popen([opa_bin, "run", "--server", "--addr", f"127.0.0.1:{opa_port}", "--log-level", "error", str(ROOT / "opa_policies")], stdout=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    opa_bin,
+                    "run",
+                    "--server",
+                    "--addr",
+                    f"127.0.0.1:{opa_port}",
+                    "--log-level",
+                    "error",
+                    str(ROOT / "opa_policies"),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
         opa_url = f"http://127.0.0.1:{opa_port}"
         wait_ready(opa_url + "/health")
         private, public = tokens.ensure_dev_keys(work / "keys")
         from cryptography.hazmat.primitives import serialization
 
         key = serialization.load_pem_private_key(private.read_bytes(), password=None)
-        token = tokens.mint(key, kid=public.stem, issuer=ISSUER, audience=AUDIENCE, sub="bench-nurse", roles=["nurse"], dept="cardiology", ttl=3600)
+        token = tokens.mint(
+            key,
+            kid=public.stem,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            sub="bench-nurse",
+            roles=["nurse"],
+            dept="cardiology",
+            ttl=3600,
+        )
         targets = {"upstream": upstream}
         for mode in ("bare", "embedded", "opa"):
             proc, base = start_gateway(mode, upstream, opa_url, public, work)
@@ -157,11 +222,20 @@ def main(argv: list[str] | None = None) -> int:
                 wrk(f"{base}/{path}", token, 2, args.connections)  # warm-up
                 results[wname][tname] = wrk(f"{base}/{path}", token, args.seconds, args.connections)
                 r = results[wname][tname]
-                print(f"{wname:10} {tname:9} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  non-2xx {r['non_2xx']}", file=sys.stderr)
+                print(
+                    f"{wname:10} {tname:9} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  non-2xx {r['non_2xx']}",
+                    file=sys.stderr,
+                )
             for engine in ("embedded", "opa"):
                 c, b, a = results[wname][engine], results[wname]["bare"], results[wname]["upstream"]
-                results[wname][f"ratio_{engine}_vs_bare"] = {"rps": round(c["rps"] / b["rps"], 3), "p50": round(c["p50_ms"] / b["p50_ms"], 3)}
-                results[wname][f"ratio_{engine}_vs_upstream"] = {"rps": round(c["rps"] / a["rps"], 3), "p50": round(c["p50_ms"] / a["p50_ms"], 3)}
+                results[wname][f"ratio_{engine}_vs_bare"] = {
+                    "rps": round(c["rps"] / b["rps"], 3),
+                    "p50": round(c["p50_ms"] / b["p50_ms"], 3),
+                }
+                results[wname][f"ratio_{engine}_vs_upstream"] = {
+                    "rps": round(c["rps"] / a["rps"], 3),
+                    "p50": round(c["p50_ms"] / a["p50_ms"], 3),
+                }
         doc = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -29,6 +30,7 @@ from gateway.proxy import FHIR_JSON, rewrite_url, rewrite_urls
 from gateway.runtime import Gateway
 
 log = structlog.get_logger("emrguard.pipeline")
+T = TypeVar("T")
 GATEWAY = web.AppKey("gateway", Gateway)
 FHIR_PREFIX = "/fhir"
 JSON_BODY_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
@@ -157,13 +159,7 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     ctx.policy_engine, ctx.policy_revision = gw.engine.name, gw.engine.revision
     now = _now_iso()
     decision_input = ctx.decision_input(now)
-    t0 = time.perf_counter()
-    try:
-        decision = await gw.engine.decide_request(decision_input)
-    except PolicyError as exc:
-        raise _policy_failure(ctx, exc) from None
-    finally:
-        ctx.policy_ms += (time.perf_counter() - t0) * 1000
+    decision = await _ask_policy(ctx, gw.engine.decide_request(decision_input))
     ctx.reasons, ctx.obligations = decision.reasons, decision.obligations
     if not decision.allow:
         ctx.decision = "deny"
@@ -188,13 +184,7 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     if slots:
         response_input = dict(decision_input)
         response_input["entries"] = [slot.summary() for slot in slots]
-        t0 = time.perf_counter()
-        try:
-            verdicts = await gw.engine.decide_response(response_input)
-        except PolicyError as exc:
-            raise _policy_failure(ctx, exc) from None
-        finally:
-            ctx.policy_ms += (time.perf_counter() - t0) * 1000
+        verdicts = await _ask_policy(ctx, gw.engine.decide_response(response_input))
     # Also with no resources at all: a bare total (_count=0) must not reveal a withheld count.
     result = apply_verdicts(upstream.body, slots, verdicts)
     ctx.entries_dropped, ctx.entries_redacted = result.dropped, result.redacted
@@ -226,8 +216,18 @@ def _upstream_query(ctx: RequestContext, query: list[tuple[str, str]]) -> str:
     return urlencode([(k, v) for k, v in query if not (k == "_elements" or k.startswith("_elements:"))])
 
 
+async def _ask_policy(ctx: RequestContext, call: Awaitable[T]) -> T:
+    """Time a policy call; no decision is a refusal (fail closed), audited as a deny."""
+    t0 = time.perf_counter()
+    try:
+        return await call
+    except PolicyError as exc:
+        raise _policy_failure(ctx, exc) from None
+    finally:
+        ctx.policy_ms += (time.perf_counter() - t0) * 1000
+
+
 def _policy_failure(ctx: RequestContext, exc: PolicyError) -> GatewayError:
-    """Fail closed: no decision is a refusal, audited as a deny with the engine's fault."""
     log.error("policy engine failure", request_id=ctx.request_id, error=str(exc))
     ctx.decision = "deny"
     err = error(
