@@ -412,8 +412,17 @@ async def test_valid_write_reaches_upstream(gw: Harness, idp: Any, fhir_server: 
         "subject": {"reference": fhir_server.patients[0]},
         "valueQuantity": {"value": 72, "unit": "/min"},
     }
-    status, body = await gw.post("/fhir/Observation", idp.token("nurse"), obs)
+    resp = await gw.client.post(
+        "/fhir/Observation",
+        data=json.dumps(obs),
+        headers={**auth(idp.token("nurse")), "Content-Type": "application/fhir+json"},
+    )
+    status, body = resp.status, await resp.json(content_type=None)
     assert status == 201 and body["id"]
+    if "Location" in resp.headers:  # an absolute upstream Location must point back at the gateway
+        assert resp.headers["Location"].startswith(str(gw.client.make_url("/fhir"))) or not resp.headers[
+            "Location"
+        ].startswith("http")
     record = gw.audit()[-1]
     assert record["interaction"] == "create" and record["patients_targeted"] == [fhir_server.patients[0]]
     status, _ = await gw.post("/fhir/Observation", idp.token("student"), obs, purpose="TRAIN")
@@ -451,6 +460,17 @@ async def test_upstream_down_is_502(aiohttp_client: Any, make_settings: Any, idp
     status, body, _ = await h.get("/fhir/Patient/abc", idp.token("physician"))
     assert status == 502 and "upstream.unreachable" in oo_rules(body)
     assert h.audit()[-1]["decision"] == "allow" and h.audit()[-1]["status"] == 502
+
+
+async def test_oversized_request_body_is_413(
+    aiohttp_client: Any, make_settings: Any, idp: Any, fhir_server: Any
+) -> None:
+    settings = make_settings(fhir_server.base, max_request_bytes=2048)
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    big = {"resourceType": "Observation", "status": "final", "code": {"text": "x" * 4000}}
+    status, body = await h.post("/fhir/Observation", idp.token("nurse"), big)
+    assert status == 413 and "fhir.body-too-large" in oo_rules(body)
+    assert h.audit()[-1]["status"] == 413
 
 
 async def test_readyz_reports_each_part(gw: Harness) -> None:
