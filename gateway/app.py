@@ -39,5 +39,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> web.Applic
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_route("*", FHIR_PREFIX, handle_fhir)
-    app.router.add_route("*", FHIR_PREFIX + "/{tail:.*}", handle_fhir)
+    # [\s\S]: a newline in the path must reach the handler (and be refused and audited there),
+    # not fall through to aiohttp's unaudited 404.
+    app.router.add_route("*", FHIR_PREFIX + "/{tail:[\\s\\S]*}", handle_fhir)
     return app

@@ -21,6 +21,13 @@ from gateway.context import RequestContext
 from gateway.store import Store
 
 
+def _text(value: str | None, limit: int = 2048) -> str | None:
+    """Header- and URL-derived text as valid UTF-8 (undecodable bytes arrive as lone surrogates)."""
+    if value is None:
+        return None
+    return value[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
 def build_record(ctx: RequestContext) -> dict[str, Any]:
     fhir = ctx.fhir
     op = ctx.operator
@@ -34,10 +41,10 @@ def build_record(ctx: RequestContext) -> dict[str, Any]:
         "org": op.org if op else None,
         "purpose": ctx.purpose,
         "client_address": ctx.client_address,
-        "user_agent": ctx.user_agent,
+        "user_agent": _text(ctx.user_agent),
         "method": ctx.method,
-        "path": ctx.path,
-        "query": ctx.query_string,
+        "path": _text(ctx.path),
+        "query": _text(ctx.query_string),
         "interaction": fhir.interaction if fhir else None,
         "resource_type": fhir.resource_type if fhir else None,
         "resource_id": fhir.id if fhir else None,

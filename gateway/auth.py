@@ -86,6 +86,7 @@ class KeyStore:
         self._attempted_at = -1e9
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        self.on_rotation: Any = None
         for path in settings.jwt_public_key_files:
             self._static[Path(path).stem] = Path(path).read_bytes()
 
@@ -137,6 +138,8 @@ class KeyStore:
                         )
                     ],
                 ) from None
+            if self._keys and set(keys) != set(self._keys) and self.on_rotation is not None:
+                self.on_rotation()  # a key withdrawn by the IdP must not live on in verified tokens
             self._keys = keys
             self._fetched_at = now
 
@@ -184,6 +187,7 @@ class TokenVerifier:
         self.keys = KeyStore(settings)
         self.algorithms = [a for a in settings.jwt_algorithms if a in ALLOWED_JWT_ALGORITHMS]
         self._verified: OrderedDict[str, tuple[Operator, float]] = OrderedDict()
+        self.keys.on_rotation = self._verified.clear
 
     async def start(self) -> None:
         await self.keys.start()
@@ -224,7 +228,10 @@ class TokenVerifier:
         token = token.strip()
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+            kid = header.get("kid")
+            if kid is not None and not isinstance(kid, str):
+                raise jwt.DecodeError("kid is not a string")
+        except jwt.PyJWTError:
             raise unauthorized(
                 "auth.malformed-token", "the token is not a well-formed JWT", "令牌不是格式正确的 JWT"
             ) from None
@@ -273,7 +280,7 @@ class TokenVerifier:
             raise unauthorized(
                 "auth.bad-signature", "the token signature does not verify", "令牌签名校验失败"
             ) from None
-        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:  # incl. a key of the wrong family
             raise unauthorized(
                 "auth.invalid-token", f"the token is not valid ({type(exc).__name__})", "令牌无效"
             ) from None

@@ -70,8 +70,22 @@ async def _read_body(request: web.Request, ctx: RequestContext) -> tuple[bytes, 
     if not raw:
         return b"", None, []
     content_type = request.content_type.lower()
-    if content_type == FORM_TYPE and ctx.path.endswith("_search"):
-        return raw, None, parse_qsl(raw.decode("utf-8", errors="strict"), keep_blank_values=True)
+    if ctx.path.rstrip("/").endswith("_search"):
+        # Search parameters in any other body would reach the server unseen by the policy.
+        if content_type != FORM_TYPE:
+            raise error(
+                415,
+                "not-supported",
+                "fhir.media-type",
+                f"POST _search takes {FORM_TYPE}, not '{content_type}'",
+                f"POST _search 只接受 {FORM_TYPE} 格式,不接受“{content_type}”",
+            )
+        try:
+            return raw, None, parse_qsl(raw.decode("utf-8", errors="strict"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            raise error(
+                400, "invalid", "fhir.bad-form", "the search form is not UTF-8", "查询表单不是 UTF-8 编码"
+            ) from None
     if content_type not in JSON_BODY_TYPES:
         raise error(
             415,
@@ -105,7 +119,9 @@ async def handle_fhir(request: web.Request) -> web.StreamResponse:
     )
     # A client-supplied id could collide with another record; ours is unique, theirs is kept too.
     if "X-Request-Id" in request.headers:
-        ctx.audit_extra["client_request_id"] = request.headers["X-Request-Id"][:128]
+        ctx.audit_extra["client_request_id"] = (
+            request.headers["X-Request-Id"][:128].encode("utf-8", "replace").decode()
+        )
     if gw.settings.bare_passthrough:
         return await _pass_through(gw, request, ctx)
     try:
@@ -150,6 +166,11 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     check_format(parse_params(query), request.headers.get("Accept", ""))
     raw_body, body, form = await _read_body(request, ctx)
     ctx.fhir = parse_request(ctx.method, ctx.path, query + form, body)
+    if "If-None-Exist" in request.headers:  # a conditional create: the policy sees its search
+        ctx.fhir.conditional = True
+        ctx.fhir.if_none_exist = parse_params(
+            parse_qsl(request.headers["If-None-Exist"], keep_blank_values=True)
+        )
     if ctx.fhir.is_write:
         validate_write(ctx.fhir, request.content_type.lower())
     # 3. Context the decision needs (purpose, and later grants and seals).
@@ -167,17 +188,37 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
             403, "forbidden", decision.reasons or [Reason("policy.deny", "refused by policy", "策略拒绝")]
         )
     ctx.decision = "allow"
-    # 5. Forward.
+    # 5. A write may only change what the operator may see as it is now (I.3, I.4).
+    if_match = await _check_current_versions(gw, ctx, decision_input)
+    # 6. Forward exactly the parameters the policy saw (re-encoded), never the raw string.
+    if form:
+        raw_body = _without_elements(ctx, form).encode()
     t0 = time.perf_counter()
     upstream = await gw.upstream.send(
-        ctx.method, ctx.path, _upstream_query(ctx, query), request.headers, raw_body, ctx.request_id
+        ctx.method,
+        ctx.path,
+        _without_elements(ctx, query),
+        request.headers,
+        raw_body,
+        ctx.request_id,
+        extra_headers=if_match,
     )
     ctx.upstream_ms = (time.perf_counter() - t0) * 1000
     ctx.upstream_status = upstream.status
+    if upstream.body is not None and not (
+        isinstance(upstream.body, dict) and isinstance(upstream.body.get("resourceType"), str)
+    ):
+        raise error(
+            502,
+            "invalid",
+            "upstream.not-fhir",
+            "the FHIR server's answer is not a FHIR resource",
+            "FHIR 服务器返回的内容不是 FHIR 资源",
+        )
     public_base = _public_base(gw, request)
     rewrite_urls(upstream.body, gw.upstream.base, public_base)
     headers = {k: rewrite_url(v, gw.upstream.base, public_base) for k, v in upstream.headers.items()}
-    # 6. The response decision, one call for every resource that came back, then the filter.
+    # 7. The response decision, one call for every resource that came back, then the filter.
     slots = collect(upstream.body)
     ctx.entries_returned = len(slots)
     verdicts: list[dict[str, Any]] = []
@@ -197,23 +238,82 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
         )
     ctx.patients_disclosed = result.disclosed_patients
     ctx.resources_disclosed = result.disclosed
-    # 7. Plugins' last look (watermarks come here), then the caller's answer.
+    # 8. Plugins' last look (watermarks come here), then the caller's answer.
     for plugin in gw.plugins:
         await plugin.before_release(ctx, upstream.body)
     return _json_response(upstream.status, upstream.body, ctx, headers)
 
 
-def _upstream_query(ctx: RequestContext, query: list[tuple[str, str]]) -> str:
-    """The query string sent upstream, without `_elements`.
+def _without_elements(ctx: RequestContext, pairs: list[tuple[str, str]]) -> str:
+    """Encode the parameters for the upstream, without `_elements`.
 
-    `_elements=id` would strip the security labels and codes the response decision reads, so a
-    very restricted resource could pass as an unlabelled one. FHIR lets a server return more than
-    the elements asked for, so the gateway asks for whole resources and the filter sees everything.
+    The pairs are the ones the policy decided on; re-encoding them (rather than forwarding the raw
+    string) means a `%23` or `+` cannot make the server read other parameters than the policy did.
+    `_elements=id` would strip the security labels and codes the response decision reads; FHIR lets
+    a server return more than the elements asked for, so the gateway asks for whole resources.
     """
-    if not any(k == "_elements" or k.startswith("_elements:") for k, _ in query):
-        return ctx.query_string
-    ctx.audit_extra["elements_ignored"] = [v for k, v in query if k.startswith("_elements")]
-    return urlencode([(k, v) for k, v in query if not (k == "_elements" or k.startswith("_elements:"))])
+    kept = [(k, v) for k, v in pairs if k.split(":")[0] != "_elements"]
+    if len(kept) != len(pairs):
+        ctx.audit_extra["elements_ignored"] = [v for k, v in pairs if k.split(":")[0] == "_elements"]
+    return urlencode(kept)
+
+
+async def _check_current_versions(
+    gw: Gateway, ctx: RequestContext, decision_input: dict[str, Any]
+) -> dict[str, str]:
+    """Before an update, patch or delete by id, judge the record as it is now, as if it were read.
+
+    Otherwise a write could change a record the operator may not see (e.g. patch away its
+    very-restricted label and read it back). The version seen is pinned with If-Match so the
+    record cannot change between this check and the write. Returns headers for the forwarded write.
+    """
+    assert ctx.fhir is not None
+    targets = [
+        r for r in [ctx.fhir, *ctx.fhir.entries] if r.interaction in ("update", "patch", "delete") and r.id
+    ]
+    if not targets:
+        return {}
+    currents: list[tuple[Any, str | None]] = []
+    for target in targets:
+        resp = await gw.upstream.send(
+            "GET", f"{target.resource_type}/{target.id}", "", None, b"", ctx.request_id
+        )
+        if resp.status in (404, 410):
+            continue  # nothing there yet (update-as-create) or already gone
+        if resp.status != 200 or not isinstance(resp.body, dict):
+            raise error(
+                502,
+                "transient",
+                "upstream.pre-read",
+                "the current version of the record could not be read",
+                "无法读取记录的当前版本",
+            )
+        currents.append((resp.body, resp.headers.get("ETag")))
+    slots = [slot for body, _ in currents for slot in collect(body)]
+    if slots:
+        check_input = dict(decision_input, entries=[slot.summary() for slot in slots])
+        verdicts = await _ask_policy(ctx, gw.engine.decide_response(check_input))
+        if not all(v["keep"] for v in verdicts):
+            refused = [
+                Reason.from_policy(r) for v in verdicts if not v["keep"] for r in v.get("reasons") or []
+            ]
+            withheld = Reason(
+                "policy.withheld", "the record is withheld by policy", "该记录依策略不予提供", "I.4"
+            )
+            raise GatewayError(403, "forbidden", refused or [withheld])
+    versions = [((body.get("meta") or {}).get("versionId"), etag) for body, etag in currents]
+    ctx.audit_extra["versions_before"] = [v for v, _ in versions]
+    top = ctx.fhir
+    if (
+        top in targets
+        and currents
+        and "If-Match" not in ctx.headers
+        and top.interaction in ("update", "patch", "delete")
+    ):
+        version, etag = versions[0]
+        if etag or version:
+            return {"If-Match": etag or f'W/"{version}"'}
+    return {}
 
 
 async def _ask_policy(ctx: RequestContext, call: Awaitable[T]) -> T:

@@ -62,13 +62,15 @@ class UpstreamClient:
 
     async def ready(self) -> bool:
         try:
-            resp = await self.send("GET", "metadata", "", CIMultiDictProxy(CIMultiDict()), b"", "readyz")
+            resp = await self.send("GET", "metadata", "", None, b"", "readyz")
             return resp.status == 200
         except GatewayError:
             return False
 
-    def _request_headers(self, incoming: CIMultiDictProxy[str], request_id: str) -> dict[str, str]:
-        headers = {name: incoming[name] for name in FORWARDED_REQUEST_HEADERS if name in incoming}
+    def _request_headers(self, incoming: CIMultiDictProxy[str] | None, request_id: str) -> dict[str, str]:
+        headers = {
+            name: incoming[name] for name in FORWARDED_REQUEST_HEADERS if incoming and name in incoming
+        }
         headers["Accept"] = FHIR_JSON
         headers["X-Request-Id"] = request_id
         if self.settings.upstream_authorization:
@@ -80,9 +82,10 @@ class UpstreamClient:
         method: str,
         path: str,
         query_string: str,
-        headers: CIMultiDictProxy[str],
+        headers: CIMultiDictProxy[str] | None,
         body: bytes,
         request_id: str,
+        extra_headers: dict[str, str] | None = None,
     ) -> UpstreamResponse:
         assert self._session is not None, "upstream client not started"
         url = f"{self.base}/{path}" if path else self.base
@@ -93,7 +96,7 @@ class UpstreamClient:
                 method,
                 url,
                 data=body or None,
-                headers=self._request_headers(headers, request_id),
+                headers={**self._request_headers(headers, request_id), **(extra_headers or {})},
                 allow_redirects=False,
             ) as resp:
                 raw = await self._read_bounded(resp)
@@ -191,7 +194,3 @@ def rewrite_url(url: str, upstream_base: str, public_base: str) -> str:
     if url == upstream_base or url.startswith(upstream_base + "/") or url.startswith(upstream_base + "?"):
         return public_base + url[len(upstream_base) :]
     return url
-
-
-def dumps(body: Any) -> bytes:
-    return orjson.dumps(body)

@@ -107,8 +107,10 @@ class Store:
         """Return once the record is committed; raise if it cannot be (the caller withholds data)."""
         if self._db is None or self._wakeup is None:
             raise StoreClosed("store is not open")
+        # Serialised here, so a record that cannot be encoded fails its own request, not the batch.
+        encoded = orjson.dumps(record)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((record, fut))
+        self._pending.append(({**record, "_json": encoded}, fut))
         self._wakeup.set()
         await fut
 
@@ -122,11 +124,19 @@ class Store:
                 self._inflight = batch
                 try:
                     await self._run(self._write_batch, [record for record, _ in batch])
-                except Exception as exc:  # every waiting request learns its record is not safe
+                except Exception:
+                    # One bad record must not cost the others theirs: write them one by one, and
+                    # only the requests whose own record failed learn it is not safe.
+                    for record, fut in batch:
+                        try:
+                            await self._run(self._write_batch, [record])
+                        except Exception as exc:
+                            if not fut.done():
+                                fut.set_exception(exc)
+                        else:
+                            if not fut.done():
+                                fut.set_result(None)
                     self._inflight = []
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
                     continue
                 # (On cancellation the batch stays in _inflight, and close() fails its waiters.)
                 self._inflight = []
@@ -153,7 +163,7 @@ class Store:
                         record.get("resource_type"),
                         record["decision"],
                         record["status"],
-                        orjson.dumps(record),
+                        record["_json"],
                     ),
                 )
                 seq = cur.lastrowid

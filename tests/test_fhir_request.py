@@ -549,11 +549,12 @@ def test_to_policy_shape():
         "conditional": False,
     }
     target = out["target"]
-    assert set(target) == {"type", "id", "compartment", "patients", "params", "entries"}
+    assert set(target) == {"type", "id", "compartment", "patients", "params", "if_none_exist", "entries"}
     assert target["patients"] == ["Patient/a", "Patient/b"]
     assert target["entries"] == [
         {
             "interaction": "update",
+            "conditional": False,
             "method": "PUT",
             "type": "Observation",
             "id": "o1",
@@ -563,6 +564,7 @@ def test_to_policy_shape():
         },
         {
             "interaction": "operation",
+            "conditional": False,
             "method": "GET",
             "type": "Patient",
             "id": "b",

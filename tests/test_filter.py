@@ -234,12 +234,22 @@ def test_redaction_through_lists():
     assert result.redacted == 1
 
 
-def test_no_label_when_nothing_was_removed():
+def test_no_label_when_no_redaction_was_asked():
     body = searchset(search_entry(obs("o1", patient=None)))
     before = copy.deepcopy(body)
-    result = run(body, {"o1": {"keep": True, "redact": ["subject.display", "note", "code.coding.display"]}})
+    result = run(body, {"o1": {"keep": True, "redact": []}})
     assert body == before  # in particular no meta.security REDACTED label
     assert result.redacted == 0
+
+
+def test_redaction_asked_removes_narrative_even_if_elements_absent():
+    """`_summary=text` returns a Patient without `name` but with the narrative that spells it:
+    a redaction verdict must still remove the narrative (I.4)."""
+    p = {"resourceType": "Patient", "id": "p1", "text": {"status": "generated", "div": "<div>王伟</div>"}}
+    body = searchset(search_entry(p))
+    result = run(body, {"p1": {"keep": True, "redact": ["name"]}})
+    assert "text" not in body["entry"][0]["resource"]
+    assert result.redacted == 1
 
 
 def test_redacted_label_is_not_duplicated_and_other_labels_stay():
@@ -552,9 +562,40 @@ def test_redaction_removes_the_narrative_that_repeats_the_fields():
     assert "何丹" not in json.dumps(body, ensure_ascii=False)
 
 
-def test_narrative_kept_when_nothing_was_redacted():
+def test_narrative_kept_when_nothing_is_to_be_redacted():
     p = patient("p1")
     p["text"] = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'}
     body = searchset(search_entry(p), total=1)
-    apply_verdicts(body, collect(body), [{"keep": True, "redact": ["photo"]}])
+    apply_verdicts(body, collect(body), [{"keep": True, "redact": []}])
     assert "text" in body["entry"][0]["resource"]
+
+
+def test_last_link_goes_with_the_total():
+    """A `last` link's _offset tells the upstream's count as well as `total` would (I.4)."""
+    body = searchset(search_entry(obs("o1")), total=7, next_link=True)
+    body["link"].append({"relation": "last", "url": "http://h/fhir/Observation?_count=1&_offset=6"})
+    apply_verdicts(body, collect(body), [DROP])
+    assert [link["relation"] for link in body["link"]] == [
+        r for r in ("self", "next") if any(link["relation"] == r for link in body["link"])
+    ]
+    assert "last" not in json.dumps(body["link"])
+
+
+def test_stored_document_bundle_is_judged_as_a_whole():
+    """A stored Bundle carries its own labels: it is a resource to judge, not just a carrier."""
+    v = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "V"}
+    doc = {
+        "resourceType": "Bundle",
+        "id": "b1",
+        "type": "collection",
+        "meta": {"security": [v]},
+        "entry": [{"resource": obs("o1")}],
+    }
+    slots = collect(doc)
+    assert [(s.resource["resourceType"], s.kind) for s in slots] == [
+        ("Bundle", "root"),
+        ("Observation", "entry"),
+    ]
+    assert slots[0].summary()["security"] == [v]
+    result = apply_verdicts(doc, slots, [DROP, KEEP])
+    assert result.root_dropped

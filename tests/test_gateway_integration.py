@@ -641,3 +641,155 @@ def test_jwt_library_rejects_none_even_if_configured() -> None:
     """Defence in depth: pyjwt itself refuses 'none' when a key is given."""
     with pytest.raises(jwt.InvalidTokenError):
         jwt.decode(_unsigned({"sub": "x"}), "key", algorithms=["RS256"])
+
+
+# --- findings of the security review, each now a test -------------------------------------------
+
+
+async def test_write_cannot_touch_a_record_the_operator_may_not_see(
+    gw: Harness, idp: Any, fhir_server: Any
+) -> None:
+    """Patching away a very-restricted label would let a nurse read the record back (I.3, I.4):
+    the current version is judged first, like a read."""
+    hidden = await upstream_post(
+        fhir_server,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "meta": {"security": [V_LABEL]},
+            "code": {"text": "HIV viral load"},
+            "subject": {"reference": fhir_server.patients[4]},
+        },
+    )
+    patch = [{"op": "remove", "path": "/meta/security"}]
+    headers = {**auth(idp.token("nurse")), "Content-Type": "application/json-patch+json"}
+    resp = await gw.client.patch(f"/fhir/Observation/{hidden['id']}", data=json.dumps(patch), headers=headers)
+    assert resp.status == 403
+    assert "label.very-restricted" in oo_rules(await resp.json(content_type=None))
+    async with aiohttp.ClientSession() as s:  # the record is untouched upstream
+        async with s.get(f"{fhir_server.base}/Observation/{hidden['id']}") as r:
+            assert (await r.json(content_type=None))["meta"]["security"][0]["code"] == "V"
+    # A physician may: the write goes through, pinned to the version that was checked.
+    resp = await gw.client.patch(
+        f"/fhir/Observation/{hidden['id']}",
+        data=json.dumps([{"op": "add", "path": "/note", "value": [{"text": "reviewed"}]}]),
+        headers={**auth(idp.token("physician")), "Content-Type": "application/json-patch+json"},
+    )
+    assert resp.status == 200
+    assert gw.audit()[-1]["extra"]["versions_before"] == [hidden["meta"]["versionId"]]
+
+
+async def test_conditional_writes_are_refused(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": fhir_server.patients[0]},
+    }
+    resp = await gw.client.put(
+        "/fhir/Observation?code=x",
+        data=json.dumps(obs),
+        headers={**auth(idp.token("nurse")), "Content-Type": "application/fhir+json"},
+    )
+    assert resp.status == 403 and "write.conditional" in oo_rules(await resp.json(content_type=None))
+    resp = await gw.client.post(
+        "/fhir/Observation",
+        data=json.dumps(obs),
+        headers={
+            **auth(idp.token("nurse")),
+            "Content-Type": "application/fhir+json",
+            "If-None-Exist": "code=x",
+        },
+    )
+    assert resp.status == 403 and "write.conditional" in oo_rules(await resp.json(content_type=None))
+
+
+async def test_stored_bundle_is_judged_by_its_own_label(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """A stored collection labelled very restricted is withheld as a whole, not opened as a carrier."""
+    stored = await upstream_post(
+        fhir_server,
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "meta": {"security": [V_LABEL]},
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"text": "CD4 count"},
+                    }
+                }
+            ],
+        },
+    )
+    status, body, _ = await gw.get(f"/fhir/Bundle/{stored['id']}", idp.token("nurse"))
+    assert status == 403 and "CD4" not in json.dumps(body)
+    status, body, _ = await gw.get(f"/fhir/Bundle/{stored['id']}", idp.token("physician"))
+    assert status == 200 and body["entry"][0]["resource"]["code"]["text"] == "CD4 count"
+
+
+async def test_search_body_must_be_a_form(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """A JSON body to _search would carry parameters the policy never saw."""
+    resp = await gw.client.post(
+        "/fhir/Observation/_search",
+        data=json.dumps({"_summary": "count"}),
+        headers={**auth(idp.token("nurse")), "Content-Type": "application/json"},
+    )
+    assert resp.status == 415
+    resp = await gw.client.post(
+        "/fhir/Observation/_search",
+        data=f"subject={fhir_server.patients[0]}&_summary=count",
+        headers={**auth(idp.token("nurse")), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status == 403 and "search.count-only" in oo_rules(await resp.json(content_type=None))
+
+
+async def test_upstream_gets_exactly_the_parameters_the_policy_saw(
+    recording: Any, aiohttp_client: Any, make_settings: Any, idp: Any
+) -> None:
+    """`%23` decoded to '#' would end the upstream's query early; '+' must stay a plus."""
+    recording.reply = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    settings = make_settings(recording.base)
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    status, _, _ = await h.get(
+        "/fhir/Observation?status=final%23&subject=Patient/A&code=a%2Bb", idp.token("nurse")
+    )
+    assert status == 200
+    from urllib.parse import parse_qsl, urlsplit
+
+    sent = parse_qsl(urlsplit(recording.urls[-1]).query, keep_blank_values=True)
+    assert sent == [("status", "final#"), ("subject", "Patient/A"), ("code", "a+b")]
+    assert h.audit()[-1]["patients_targeted"] == ["Patient/A"]
+
+
+async def test_undecodable_header_fails_nobody_else(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """A User-Agent with bytes that are not UTF-8 must not stop the audit for other requests (II.2)."""
+    reader, writer = await asyncio.open_connection(gw.client.host, gw.client.port)
+    writer.write(
+        b"GET /fhir/Patient HTTP/1.1\r\nHost: x\r\nUser-Agent: evil\xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    first_line = (await reader.readline()).decode()
+    writer.close()
+    assert " 401 " in first_line  # refused (no token) and audited, not a 503
+    status, _, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("physician"))
+    assert status == 200
+    assert [r["status"] for r in gw.audit()[-2:]] == [401, 200]
+
+
+async def test_newline_in_path_is_refused_and_audited(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}/$everything%0A", idp.token("physician"))
+    assert status == 400 and body["resourceType"] == "OperationOutcome"
+    assert gw.audit()[-1]["status"] == 400
+
+
+async def test_token_with_object_kid_is_401_not_500(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    token = tokens_with_header(idp, {"alg": "RS256", "kid": {"x": 1}})
+    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", token)
+    assert status == 401
+
+
+def tokens_with_header(idp: Any, header: dict[str, Any]) -> str:
+    enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
+    return f"{enc(header)}.{enc({'sub': 'x', 'iss': ISSUER, 'aud': AUDIENCE, 'exp': 4102444800})}.c2ln"

@@ -49,12 +49,24 @@ async def test_concurrent_records_are_all_committed_and_share_commits(tmp_path: 
     assert len(batches) < 300  # grouped: fewer commits than records
 
 
-async def test_failed_write_fails_every_waiter(tmp_path: Path) -> None:
+async def test_a_bad_record_fails_only_its_own_request(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "b.sqlite"))
     await store.start()
     await store.insert_audit(record(1))
-    with pytest.raises(sqlite3.IntegrityError):  # same request id again: the batch is refused
-        await store.insert_audit(record(1))
+    results = await asyncio.gather(
+        store.insert_audit(record(1)),  # same request id again: refused by the table
+        store.insert_audit(record(2)),
+        store.insert_audit(record(3)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], sqlite3.IntegrityError) and results[1:] == [None, None]
+    # A record that cannot even be encoded (a lone surrogate from an undecodable header).
+    bad = record(4)
+    bad["user_agent"] = "evil\udcff"
+    with pytest.raises(TypeError):
+        await store.insert_audit(bad)
+    await store.insert_audit(record(5))
+    assert len(await store.audit_records(limit=10)) == 4
     await store.close()
     with pytest.raises(StoreClosed):
         await store.insert_audit(record(2))

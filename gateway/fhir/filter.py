@@ -74,12 +74,12 @@ def apply_verdicts(body: dict[str, Any], slots: list[Slot], verdicts: list[dict[
                 assert slot.container is not None
                 removals.setdefault(id(slot.container), (slot.container, set()))[1].add(slot.index)
             continue
-        changed = False
-        for path in verdict.get("redact") or []:
-            changed = remove_path(slot.resource, str(path)) or changed
-        if changed:
-            # The narrative can repeat any element (a name, an address): once anything is
-            # withheld, the human-readable text goes too.
+        redact = verdict.get("redact") or []
+        if redact:
+            for path in redact:
+                remove_path(slot.resource, str(path))
+            # The narrative can repeat any element (a name, an address), even one the server left
+            # out (_summary=text): once anything is to be withheld, the human-readable text goes too.
             slot.resource.pop("text", None)
             mark_redacted(slot.resource)
             result.redacted += 1
@@ -142,5 +142,11 @@ def _fix_total(bundle: dict[str, Any], matches_before: int) -> None:
     )
     if paged or bundle["total"] != matches_before:
         del bundle["total"]
+        # The `last` link's offset would tell the upstream's count just the same.
+        links = bundle.get("link")
+        if isinstance(links, list):
+            bundle["link"] = [
+                link for link in links if not (isinstance(link, dict) and link.get("relation") == "last")
+            ]
     else:
         bundle["total"] = _matches(bundle)

@@ -42,6 +42,8 @@ class FhirRequest:
     patients: set[str] = field(default_factory=set)
     body: Any = None
     entries: list[FhirRequest] = field(default_factory=list)
+    #: Search of a conditional create (If-None-Exist header, or entry.request.ifNoneExist).
+    if_none_exist: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def is_write(self) -> bool:
@@ -71,9 +73,11 @@ class FhirRequest:
                 "compartment": self.compartment,
                 "patients": self.all_patients(),
                 "params": self.params,
+                "if_none_exist": self.if_none_exist,
                 "entries": [
                     {
                         "interaction": e.interaction,
+                        "conditional": e.conditional,
                         "method": e.method,
                         "type": e.resource_type,
                         "id": e.id,
@@ -270,8 +274,9 @@ def parse_request(
         if method == "GET":
             req.interaction = "search-type"
         elif method == "POST":
-            req.interaction = "create"
-            req.conditional = bool(params)  # If-None-Exist comes as a header; params are rare
+            req.interaction = (
+                "create"  # a conditional create (If-None-Exist header) is marked by the pipeline
+            )
             req.patients = resource_patients(_body_resource(body, req.resource_type))
         elif method in ("PUT", "PATCH", "DELETE") and params:
             req.interaction = {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
@@ -334,7 +339,11 @@ def parse_request(
 def _operation(
     req: FhirRequest, segments: list[str], index: int, method: str, unsupported: Any
 ) -> FhirRequest:
-    if index != len(segments) - 1 or not OPERATION_RE.match(segments[index]) or method not in ("GET", "POST"):
+    if (
+        index != len(segments) - 1
+        or not OPERATION_RE.fullmatch(segments[index])
+        or method not in ("GET", "POST")
+    ):
         raise unsupported()
     name = segments[index]
     req.operation = name
@@ -389,6 +398,14 @@ def _parse_entries(bundle: dict[str, Any]) -> list[FhirRequest]:
                 nested=True,
             )
             check_format(sub.params, "")
+            if any(k.split(":")[0] == "_elements" for k in sub.params):
+                raise _bad(
+                    "_elements is not accepted inside a batch or transaction",
+                    "批处理条目中不接受 _elements 参数",
+                )
+            if isinstance(request.get("ifNoneExist"), str):
+                sub.conditional = True
+                sub.if_none_exist = parse_params(parse_qsl(request["ifNoneExist"], keep_blank_values=True))
         except GatewayError as exc:
             exc.reasons = [
                 Reason(r.rule, f"Bundle.entry[{i}]: {r.en}", f"Bundle.entry[{i}]:{r.zh}", r.clause)

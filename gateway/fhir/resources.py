@@ -24,8 +24,10 @@ CODED_ELEMENTS = (
     "serviceType",
     "class",
 )
-# Containers that only carry other resources; their own content is not clinical data.
-CARRIERS = frozenset({"Bundle", "Parameters"})
+# Bundles the server generates to carry answers: only their contents are judged. Any other Bundle
+# (a stored document, message or collection) is a resource of its own with its own labels, and is
+# judged as one (its verdict covers everything inside) as well as entry by entry.
+RESPONSE_BUNDLE_TYPES = frozenset({"searchset", "history", "batch-response", "transaction-response"})
 REDACTED_LABEL = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
     "code": "REDACTED",
@@ -120,7 +122,8 @@ def collect(body: Any) -> list[Slot]:
 
 def _walk(resource: dict[str, Any], slot: Slot, slots: list[Slot]) -> None:
     rtype = resource.get("resourceType")
-    if rtype not in CARRIERS and rtype != "OperationOutcome":
+    carrier = rtype == "Parameters" or (rtype == "Bundle" and resource.get("type") in RESPONSE_BUNDLE_TYPES)
+    if not carrier and rtype != "OperationOutcome":
         slots.append(slot)
     prefix = f"{slot.path}." if slot.path else ""
     contained = resource.get("contained")

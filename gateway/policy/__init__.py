@@ -25,6 +25,10 @@ REQUEST_DECISION = "emr/request/decision"
 RESPONSE_DECISION = "emr/response/decision"
 
 
+#: Obligation types the gateway knows how to carry out (none yet: each control adds its own).
+SUPPORTED_OBLIGATIONS: frozenset[str] = frozenset()
+
+
 class PolicyError(RuntimeError):
     """The engine failed, timed out or gave an undefined or malformed result."""
 
@@ -82,6 +86,15 @@ class PolicyEngine(ABC):
         obligations = raw.get("obligations") or []
         if not isinstance(reasons, list) or not isinstance(obligations, list):
             raise PolicyError(f"{self.name} engine: request decision reasons/obligations are not arrays")
+        unknown = [
+            o for o in obligations if not (isinstance(o, dict) and o.get("type") in SUPPORTED_OBLIGATIONS)
+        ]
+        if raw["allow"] and unknown:
+            # An obligation the gateway cannot carry out (a watermark, an alert) must not be
+            # silently dropped: the allow is void.
+            raise PolicyError(
+                f"{self.name} engine: obligations not supported by this gateway: {str(unknown)[:200]}"
+            )
         return RequestDecision(raw["allow"], [Reason.from_policy(r) for r in reasons], obligations)
 
     async def decide_response(self, input_doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -18,11 +18,19 @@ active_roles contains r if {
 	input.purpose in cfg.roles[r].purposes
 }
 
-# I.4 minimum necessary: the resource types a role may see ("*" = all clinical types).
+# I.4 minimum necessary: the resource types a role may see ("*" = all clinical types, except the
+# explicit-only ones: a Binary's content is not visible to the filter, so it must be listed by name).
 may_read_type(t) if {
+	not t in cfg.explicit_only_types
 	some r in active_roles
 	some allowed in cfg.roles[r].read_types
 	allowed in {"*", t}
+}
+
+may_read_type(t) if {
+	t in cfg.explicit_only_types
+	some r in active_roles
+	t in cfg.roles[r].read_types
 }
 
 interaction_group(i) := g if {

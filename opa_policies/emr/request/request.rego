@@ -109,6 +109,28 @@ read_targets contains e.type if {
 	e.type != null
 }
 
+# I.3 / I.4: a conditional write (update, patch or delete by search, or create with If-None-Exist)
+# touches records the gateway cannot check before they change, and its 200/201 answers whether a
+# hidden record matches. Refused until the write-governance model covers it.
+deny contains access.reason(
+	"write.conditional", "I.3",
+	"conditional writes are not accepted through the gateway: read the record, then write it by id",
+	"不接受条件写入:请先读取记录,再按 id 写入",
+) if {
+	input.action.conditional
+	not cfg.conditional_writes_allowed
+}
+
+deny contains access.reason(
+	"write.conditional", "I.3",
+	sprintf("Bundle.entry[%d]: conditional writes are not accepted through the gateway", [i]),
+	sprintf("Bundle.entry[%d]:不接受条件写入", [i]),
+) if {
+	some i, e in input.target.entries
+	e.conditional
+	not cfg.conditional_writes_allowed
+}
+
 # I.4: a count-only search answers with a number the per-resource filter cannot check.
 deny contains access.reason(
 	"search.count-only", "I.4",

@@ -145,3 +145,19 @@ test_operation_name_fallback if {
 	request.action_name("read", null) == "read"
 	request.action_name("operation", "$everything") == "$everything"
 }
+
+test_conditional_writes_refused if {
+	d := request.decision with input as object.union(base, {"action": {"interaction": "update", "operation": null, "conditional": true}, "target": {"type": "Observation", "params": {"identifier": ["x"]}, "entries": []}})
+	rules(d) == {"write.conditional"}
+	e := [{"interaction": "create", "type": "Observation", "operation": null, "conditional": true}]
+	d2 := request.decision with input as object.union(base, {"action": {"interaction": "transaction", "operation": null}, "target": {"type": null, "params": {}, "entries": e}})
+	rules(d2) == {"write.conditional"}
+}
+
+# A Binary's content is opaque to the filter: "*" does not cover it.
+test_binary_needs_explicit_listing if {
+	d := request.decision with input as object.union(base, {"target": {"type": "Binary", "params": {}, "entries": []}})
+	rules(d) == {"type.not-visible"}
+	d2 := request.decision with input as object.union(base, {"subject": {"id": "r1", "roles": ["records_officer"]}, "purpose": "HOPERAT", "target": {"type": "Binary", "params": {}, "entries": []}})
+	d2.allow
+}

@@ -26,7 +26,10 @@ visible_types contains t if {
 	some t in access.cfg.roles[r].read_types
 }
 
-type_visible(_) if "*" in visible_types
+type_visible(t) if {
+	"*" in visible_types
+	not t in access.cfg.explicit_only_types
+}
 
 type_visible(t) if t in visible_types
 

@@ -72,3 +72,10 @@ test_empty_entries if {
 	d := response.decision with input as inp(["nurse"], "TREAT", [])
 	d.verdicts == []
 }
+
+test_binary_withheld_unless_listed if {
+	d := response.decision with input as inp(["physician"], "TREAT", [{"type": "Binary", "security": []}])
+	not d.verdicts[0].keep
+	d2 := response.decision with input as inp(["records_officer"], "HOPERAT", [{"type": "Binary", "security": []}])
+	d2.verdicts[0].keep
+}
