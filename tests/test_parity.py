@@ -136,3 +136,22 @@ async def test_engines_decide_identically(opa_server: Any) -> None:
         assert 20 < allowed < len(cases) - 100
     finally:
         await opa.close()
+
+
+async def test_embedded_engine_faults_are_refusals(tmp_path) -> None:
+    """A policy that raises (a builtin error) or a result that is undefined must never read as allow."""
+    (tmp_path / "emr" / "request").mkdir(parents=True)
+    (tmp_path / "emr" / "request" / "r.rego").write_text(
+        'package emr.request\nimport rego.v1\ndecision := {"allow": true} if time.parse_rfc3339_ns(input.time) > 0\n'
+    )
+    engine = EmbeddedEngine(tmp_path, timeout=2)
+    await engine.start()
+    from gateway.policy import PolicyError
+
+    with pytest.raises(PolicyError):  # malformed timestamp: regorus raises, OPA would be undefined
+        await engine.decide_request({"time": "not-a-time"})
+    with pytest.raises(PolicyError, match="undefined"):  # before 1970: the rule's body is false
+        await engine.decide_request({"time": "1960-01-01T00:00:00Z"})
+    with pytest.raises(PolicyError):  # no response rule at all
+        await engine.decide_response({"entries": []})
+    assert (await engine.decide_request({"time": "2026-12-01T00:00:00Z"})).allow

@@ -9,6 +9,7 @@ CI proves it decides exactly like a real OPA server (tests/test_parity.py).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,14 @@ class EmbeddedEngine(PolicyEngine):
             raise PolicyError("embedded engine: policies not loaded")
         # No await between setting the input and evaluating: on one event loop nothing else can
         # touch the engine in between, so one engine instance serves all requests.
-        engine.set_input_json(orjson.dumps(input_doc).decode())
         try:
+            engine.set_input_json(orjson.dumps(input_doc).decode())
             return engine.eval_rule("data." + path.replace("/", "."))
-        except RuntimeError as exc:
-            raise PolicyError(f"embedded engine: {str(exc).splitlines()[0]}") from None
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # pyo3 panics are BaseException; any fault is a refusal
+            # A builtin error (e.g. a malformed timestamp) fails the whole evaluation here, where OPA
+            # would make one expression undefined: stricter, and still a refusal, never an allow.
+            raise PolicyError(
+                f"embedded engine: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from None
