@@ -63,6 +63,11 @@ def build_record(ctx: RequestContext) -> dict[str, Any]:
         "entries_returned": ctx.entries_returned,
         "entries_dropped": ctx.entries_dropped,
         "entries_redacted": ctx.entries_redacted,
+        "grades": ctx.grades,
+        "max_grade_disclosed": max(
+            (g for key, g in ctx.grades.items() if key in set(ctx.resources_disclosed)), default=None
+        ),
+        "alerts": [a.get("event") for a in ctx.alerts],
         "latency_ms": round(ctx.elapsed_ms(), 3),
         "policy_ms": round(ctx.policy_ms, 3),
         "upstream_ms": round(ctx.upstream_ms, 3),
@@ -97,6 +102,10 @@ class AuditLog:
 
     async def write(self, ctx: RequestContext) -> dict[str, Any]:
         record = build_record(ctx)
+        for alert in ctx.alerts:  # II.3: alerts first, so no audited access lacks its alert
+            event = {**alert, "time": record["time"]}
+            await self.store.insert_alert(event)
+            self._log.warning("alert", **{k: v for k, v in event.items() if k != "type"})
         await self.store.insert_audit(record)
         self._log.info("audit", **record)
         return record

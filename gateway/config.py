@@ -80,7 +80,17 @@ class Settings:
     #: Refused unless ``unsafe_bench_mode_acknowledged`` is also set; never in production.
     bare_passthrough: bool = False
     unsafe_bench_mode_acknowledged: bool = False
-    plugins: tuple[str, ...] = ("purpose",)
+    plugins: tuple[str, ...] = ("purpose", "break_glass", "grants", "patient_context", "seal")
+    # --- the notice's controls (plugins/) ----------------------------------------------------
+    #: Key for research pseudonyms (HMAC-SHA256): stable across requests, never sent to clients.
+    #: At least 32 characters; rotate it and every pseudonym changes.
+    pseudonym_secret: str = ""
+    #: How long a patient's departments and care team (looked up upstream) are reused.
+    patient_context_ttl_seconds: float = 30.0
+    # --- admin API: which roles may do what ---------------------------------------------------
+    admin_seal_roles: tuple[str, ...] = ("records_officer", "security_officer")
+    admin_grant_roles: tuple[str, ...] = ("security_officer", "records_officer", "admin")
+    admin_explain_roles: tuple[str, ...] = ("security_officer",)
 
     @property
     def listen_host(self) -> str:
@@ -223,7 +233,12 @@ def validate(s: Settings) -> None:
         _check_url("opa_url", s.opa_url, required=True)
     elif not Path(s.policy_dir).is_dir():
         raise ConfigError(f"config key 'policy_dir': '{s.policy_dir}' is not a directory")
-    for key in ("upstream_timeout", "upstream_connect_timeout", "policy_timeout_seconds"):
+    for key in (
+        "upstream_timeout",
+        "upstream_connect_timeout",
+        "policy_timeout_seconds",
+        "patient_context_ttl_seconds",
+    ):
         if getattr(s, key) <= 0:
             raise ConfigError(f"config key '{key}' must be greater than 0")
     for key in ("max_request_bytes", "max_response_bytes", "upstream_pool_size"):
@@ -231,6 +246,11 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"config key '{key}' must be greater than 0")
     if not s.db:
         raise ConfigError("config key 'db' is required (SQLite file path)")
+    if not s.bare_passthrough and len(s.pseudonym_secret) < 32:
+        raise ConfigError(
+            "config key 'pseudonym_secret': at least 32 characters are required (research pseudonyms, I.4); "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     if not s.audit_log:
         raise ConfigError("config key 'audit_log' is required (a file path, or '-' for stdout)")
 

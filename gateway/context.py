@@ -25,8 +25,16 @@ class RequestContext:
     operator: Operator | None = None
     purpose: str | None = None
     fhir: FhirRequest | None = None
-    #: Extra facts plugins put into the policy input (e.g. seal state, grants), by top-level key.
+    #: Extra facts plugins put into the policy input (e.g. break_glass), by top-level key.
     policy_input: dict[str, Any] = field(default_factory=dict)
+    #: The operator's grants from the store (II.1), as `subject.grants` in the policy input.
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    #: Per-patient facts ("Patient/x" -> departments, care team, flags, seal), as `patients`.
+    patient_context: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Alert events to commit with the audit record (II.3).
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    #: Grade of every resource the response decision judged, "Type/id" -> 1..5 (I.4).
+    grades: dict[str, int] = field(default_factory=dict)
     decision: str = "none"  # allow | deny | none (never decided: unauthenticated, malformed, error)
     reasons: list[Reason] = field(default_factory=list)
     obligations: list[dict[str, Any]] = field(default_factory=list)
@@ -51,12 +59,13 @@ class RequestContext:
         """The request decision's input (opa_policies/README.md documents every field)."""
         assert self.operator is not None and self.fhir is not None
         doc: dict[str, Any] = {
-            "subject": self.operator.to_policy(),
+            "subject": {**self.operator.to_policy(), "grants": self.grants},
             "purpose": self.purpose,
+            "break_glass": None,
             "time": now_iso,
             "request_id": self.request_id,
             **self.fhir.to_policy(),
-            "patients": {},
+            "patients": self.patient_context,
         }
         doc.update(self.policy_input)
         return doc

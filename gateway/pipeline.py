@@ -23,7 +23,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError, Reason, error, operation_outcome
 from gateway.fhir.filter import apply_verdicts
 from gateway.fhir.request import check_format, parse_params, parse_request
-from gateway.fhir.resources import collect
+from gateway.fhir.resources import Slot, collect
 from gateway.fhir.validate import validate_write
 from gateway.policy import PolicyError
 from gateway.proxy import FHIR_JSON, rewrite_url, rewrite_urls
@@ -182,6 +182,7 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     decision_input = ctx.decision_input(now)
     decision = await _ask_policy(ctx, gw.engine.decide_request(decision_input))
     ctx.reasons, ctx.obligations = decision.reasons, decision.obligations
+    _raise_alerts(ctx, decision.obligations)
     if not decision.allow:
         ctx.decision = "deny"
         raise GatewayError(
@@ -221,13 +222,9 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     # 7. The response decision, one call for every resource that came back, then the filter.
     slots = collect(upstream.body)
     ctx.entries_returned = len(slots)
-    verdicts: list[dict[str, Any]] = []
-    if slots:
-        response_input = dict(decision_input)
-        response_input["entries"] = [slot.summary() for slot in slots]
-        verdicts = await _ask_policy(ctx, gw.engine.decide_response(response_input))
+    verdicts = await _judge(gw, ctx, decision_input, slots)
     # Also with no resources at all: a bare total (_count=0) must not reveal a withheld count.
-    result = apply_verdicts(upstream.body, slots, verdicts)
+    result = apply_verdicts(upstream.body, slots, verdicts, gw.pseudonymiser)
     ctx.entries_dropped, ctx.entries_redacted = result.dropped, result.redacted
     if result.root_dropped:
         raise GatewayError(
@@ -291,8 +288,7 @@ async def _check_current_versions(
         currents.append((resp.body, resp.headers.get("ETag")))
     slots = [slot for body, _ in currents for slot in collect(body)]
     if slots:
-        check_input = dict(decision_input, entries=[slot.summary() for slot in slots])
-        verdicts = await _ask_policy(ctx, gw.engine.decide_response(check_input))
+        verdicts = await _judge(gw, ctx, decision_input, slots)
         if not all(v["keep"] for v in verdicts):
             refused = [
                 Reason.from_policy(r) for v in verdicts if not v["keep"] for r in v.get("reasons") or []
@@ -314,6 +310,31 @@ async def _check_current_versions(
         if etag or version:
             return {"If-Match": etag or f'W/"{version}"'}
     return {}
+
+
+async def _judge(
+    gw: Gateway, ctx: RequestContext, decision_input: dict[str, Any], slots: list[Slot]
+) -> list[dict[str, Any]]:
+    """The response decision: one call for all these resources, with the facts about their patients."""
+    if not slots:
+        return []
+    entries = [slot.summary() for slot in slots]
+    new_patients = {p for e in entries for p in e["patients"]} - ctx.patient_context.keys()
+    for plugin in gw.plugins:
+        await plugin.before_response_decision(ctx, new_patients)
+    decision = await _ask_policy(ctx, gw.engine.decide_response(dict(decision_input, entries=entries)))
+    _raise_alerts(ctx, decision.obligations)
+    for entry, verdict in zip(entries, decision.verdicts, strict=True):
+        if isinstance(verdict.get("grade"), int):
+            ctx.grades[f"{entry['type']}/{entry['id']}"] = verdict["grade"]
+    return decision.verdicts
+
+
+def _raise_alerts(ctx: RequestContext, obligations: list[dict[str, Any]]) -> None:
+    """Alert obligations (II.3) are committed with the audit record of this request."""
+    for o in obligations:
+        if o.get("type") == "alert":
+            ctx.alerts.append({**o, "request_id": ctx.request_id, "operator": ctx.operator.id if ctx.operator else None})
 
 
 async def _ask_policy(ctx: RequestContext, call: Awaitable[T]) -> T:

@@ -4,7 +4,8 @@ notice: each module in ``plugins/`` implements one control and is enabled by nam
 
 Order of hooks on one request (gateway/pipeline.py reads top to bottom):
 ``before_decision`` (after authentication and parsing; add facts to the policy input) ->
-request decision -> upstream -> response decision and filter -> ``before_release`` (the body is
+request decision -> upstream -> ``before_response_decision`` (facts about the patients the
+response holds) -> response decision and filter -> ``before_release`` (the body is
 final apart from what this hook adds, e.g. a watermark) -> audit -> response.
 """
 
@@ -29,6 +30,9 @@ class Plugin:
 
     async def before_decision(self, ctx: RequestContext) -> None:
         """Enrich ``ctx`` / ``ctx.policy_input`` before the request decision. Raise GatewayError to refuse."""
+
+    async def before_response_decision(self, ctx: RequestContext, patients: set[str]) -> None:
+        """Facts about patients first seen in the response (``ctx.patient_context``) before it is judged."""
 
     async def before_release(self, ctx: RequestContext, body: Any) -> None:
         """Last look at the filtered body before it is audited and released (may modify it in place)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from gateway.audit import AuditLog
 from gateway.auth import TokenVerifier
 from gateway.config import Settings
+from gateway.fhir.transforms import Pseudonymiser
 from gateway.plugin import Plugin, load_plugins
 from gateway.policy import PolicyEngine
 from gateway.proxy import UpstreamClient
@@ -32,6 +33,7 @@ class Gateway:
     store: Store
     audit: AuditLog
     plugins: list[Plugin] = field(default_factory=list)
+    pseudonymiser: Pseudonymiser | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -44,6 +46,7 @@ class Gateway:
             store=store,
             audit=AuditLog(store, settings.audit_log),
             plugins=load_plugins(settings.plugins),
+            pseudonymiser=Pseudonymiser(settings.pseudonym_secret) if settings.pseudonym_secret else None,
         )
 
     async def start(self) -> None:

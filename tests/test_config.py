@@ -21,6 +21,7 @@ BASE_ENV = {
     "EMRGUARD_ISSUER": "https://idp.hospital/realms/h",
     "EMRGUARD_AUDIENCE": "emrguard",
     "EMRGUARD_POLICY_DIR": POLICY_DIR,
+    "EMRGUARD_PSEUDONYM_SECRET": "0123456789abcdef0123456789abcdef",
 }
 
 
@@ -96,6 +97,7 @@ opa_url = "http://file-opa:8181"
 policy_dir = "{POLICY_DIR}"
 db = "/var/lib/file.sqlite"
 audit_log = "/var/log/file.jsonl"
+pseudonym_secret = "file-secret-0123456789abcdef0123456789"
 """
 
 
@@ -329,3 +331,9 @@ def test_bare_passthrough_needs_acknowledgement():
 def test_db_and_audit_log_cannot_be_empty(key):
     """II.2: there is always somewhere to write the audit trail."""
     assert f"'{key}'" in config_error(environ=env(**{key: ""}))
+
+
+def test_pseudonym_secret_must_be_long_enough():
+    """Research pseudonyms (I.4) are only as strong as their key."""
+    with pytest.raises(ConfigError, match="pseudonym_secret"):
+        load_settings(environ=env(pseudonym_secret="short"))

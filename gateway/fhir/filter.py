@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import Reason
-from gateway.fhir.resources import Slot, collect, mark_redacted, remove_path, resource_patients
+from gateway.fhir.resources import Slot, mark_redacted, remove_path, resource_patients
+from gateway.fhir.transforms import Pseudonymiser, apply_transforms, mask_required
 
 RESPONSE_BUNDLES = frozenset({"batch-response", "transaction-response"})
 COUNTED_BUNDLES = frozenset({"searchset", "history"})
@@ -44,12 +45,20 @@ def _forbidden_outcome(reasons: list[Reason]) -> dict[str, Any]:
     }
 
 
-def apply_verdicts(body: dict[str, Any], slots: list[Slot], verdicts: list[dict[str, Any]]) -> FilterResult:
+def apply_verdicts(
+    body: dict[str, Any],
+    slots: list[Slot],
+    verdicts: list[dict[str, Any]],
+    pseudonymiser: Pseudonymiser | None = None,
+) -> FilterResult:
     result = FilterResult()
     if len(slots) != len(verdicts):
         raise ValueError(f"{len(verdicts)} verdicts for {len(slots)} resources")  # before any change
     removals: dict[int, tuple[list[Any], set[int]]] = {}
     bundles = [(b, _matches(b)) for b in _counted_bundles(body)]
+    dropped_paths = [
+        s.path for s, v in zip(slots, verdicts, strict=True) if not v.get("keep", False) and s.path
+    ]
     for slot, verdict in zip(slots, verdicts, strict=True):
         if not verdict.get("keep", False):
             result.dropped += 1
@@ -74,27 +83,64 @@ def apply_verdicts(body: dict[str, Any], slots: list[Slot], verdicts: list[dict[
                 assert slot.container is not None
                 removals.setdefault(id(slot.container), (slot.container, set()))[1].add(slot.index)
             continue
-        redact = verdict.get("redact") or []
-        if redact:
-            for path in redact:
-                remove_path(slot.resource, str(path))
-            # The narrative can repeat any element (a name, an address), even one the server left
-            # out (_summary=text): once anything is to be withheld, the human-readable text goes too.
-            slot.resource.pop("text", None)
-            mark_redacted(slot.resource)
+        if _minimise(
+            slot,
+            verdict,
+            pseudonymiser,
+            result,
+            inside_dropped=any(slot.path.startswith(p + ".") for p in dropped_paths),
+        ):
             result.redacted += 1
     for container, indexes in removals.values():
         for i in sorted(indexes, reverse=True):
             del container[i]
     for bundle, matches_before in bundles:
         _fix_total(bundle, matches_before)
-    if not result.root_dropped:
-        # What actually leaves is what is still in the body once the drops are done.
-        for slot in collect(body):
-            rtype, rid = slot.resource.get("resourceType"), slot.resource.get("id")
-            result.disclosed.append(f"{rtype}/{rid}" if rid else str(rtype))
-            result.disclosed_patients |= resource_patients(slot.resource)
+    if result.root_dropped:
+        result.disclosed, result.disclosed_patients = [], set()
     return result
+
+
+def _minimise(
+    slot: Slot,
+    verdict: dict[str, Any],
+    pseudonymiser: Pseudonymiser | None,
+    result: FilterResult,
+    inside_dropped: bool,
+) -> bool:
+    """Field-level minimum necessary on a kept resource (I.4); True if anything was withheld.
+
+    What is disclosed is recorded between withholding and pseudonymising: a redacted `subject`
+    discloses no patient, and the audit names real ids, never pseudonyms (II.2).
+    """
+    resource = slot.resource
+    redact = verdict.get("redact") or []
+    transforms = verdict.get("transform") or []
+    pseudonymise = bool(verdict.get("pseudonymise"))
+    for path in redact:
+        remove_path(resource, str(path))
+    apply_transforms(resource, transforms)
+    if not inside_dropped:
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        result.disclosed.append(f"{rtype}/{rid}" if rid else str(rtype))
+        result.disclosed_patients |= resource_patients(resource)
+    if not (redact or transforms or pseudonymise):
+        return False
+    if pseudonymise:
+        if pseudonymiser is None:
+            raise ValueError("the policy asks for pseudonyms but no pseudonym_secret is configured")
+        real_id = resource.get("id") if resource.get("resourceType") == "Patient" else None
+        pseudonymiser.apply(resource)
+        if real_id and slot.entry is not None and isinstance(slot.entry.get("fullUrl"), str):
+            slot.entry["fullUrl"] = slot.entry["fullUrl"].replace(
+                f"Patient/{real_id}", f"Patient/{resource['id']}"
+            )
+    # The narrative can repeat any element (a name, an address), even one the server left out
+    # (_summary=text): once anything is to be withheld, the human-readable text goes too.
+    resource.pop("text", None)
+    mask_required(resource)
+    mark_redacted(resource)
+    return True
 
 
 def _counted_bundles(body: Any) -> list[dict[str, Any]]:

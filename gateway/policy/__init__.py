@@ -25,12 +25,33 @@ REQUEST_DECISION = "emr/request/decision"
 RESPONSE_DECISION = "emr/response/decision"
 
 
-#: Obligation types the gateway knows how to carry out (none yet: each control adds its own).
-SUPPORTED_OBLIGATIONS: frozenset[str] = frozenset()
+#: Obligation types the gateway knows how to carry out: "alert" (II.3, committed with the audit).
+SUPPORTED_OBLIGATIONS: frozenset[str] = frozenset({"alert"})
+
+
+#: Field operations the response filter carries out (gateway/fhir/transforms.py).
+KNOWN_TRANSFORMS: frozenset[str] = frozenset({"year", "drop_reference_display", "keep_only"})
 
 
 class PolicyError(RuntimeError):
     """The engine failed, timed out or gave an undefined or malformed result."""
+
+
+@dataclass
+class ResponseDecision:
+    verdicts: list[dict[str, Any]]
+    obligations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _check_obligations(engine: str, obligations: Any, allow: bool) -> list[dict[str, Any]]:
+    if not isinstance(obligations, list):
+        raise PolicyError(f"{engine} engine: obligations are not an array")
+    unknown = [o for o in obligations if not (isinstance(o, dict) and o.get("type") in SUPPORTED_OBLIGATIONS)]
+    if allow and unknown:
+        # An obligation the gateway cannot carry out (a watermark, say) must not be silently
+        # dropped: the allow is void.
+        raise PolicyError(f"{engine} engine: obligations not supported by this gateway: {str(unknown)[:200]}")
+    return [o for o in obligations if o not in unknown]
 
 
 @dataclass
@@ -97,8 +118,8 @@ class PolicyEngine(ABC):
             )
         return RequestDecision(raw["allow"], [Reason.from_policy(r) for r in reasons], obligations)
 
-    async def decide_response(self, input_doc: dict[str, Any]) -> list[dict[str, Any]]:
-        """One verdict per ``input.entries`` item, in order."""
+    async def decide_response(self, input_doc: dict[str, Any]) -> ResponseDecision:
+        """One verdict per ``input.entries`` item, in order, and the decision's obligations."""
         raw = await self.evaluate(RESPONSE_DECISION, input_doc)
         verdicts = raw.get("verdicts") if isinstance(raw, dict) else None
         if not isinstance(verdicts, list) or len(verdicts) != len(input_doc.get("entries", ())):
@@ -109,7 +130,10 @@ class PolicyEngine(ABC):
         for v in verdicts:
             if not isinstance(v, dict) or not isinstance(v.get("keep"), bool):
                 raise PolicyError(f"{self.name} engine: malformed verdict {str(v)[:200]}")
-        return verdicts
+            unknown = [t for t in v.get("transform") or [] if not isinstance(t, dict) or t.get("op") not in KNOWN_TRANSFORMS]
+            if unknown:  # a withholding the gateway cannot carry out must not be skipped
+                raise PolicyError(f"{self.name} engine: unknown transform {str(unknown)[:200]}")
+        return ResponseDecision(verdicts, _check_obligations(self.name, raw.get("obligations") or [], True))
 
 
 def policy_modules(policy_dir: str | Path) -> dict[str, str]:

@@ -1,0 +1,124 @@
+"""Field-level minimum necessary (I.4): what the response filter does to a kept resource.
+
+The policy names the operations (opa_policies/README.md, verdict ``transform`` and
+``pseudonymise``); this module carries them out without breaking FHIR validity: where an element
+the resource cannot be valid without is withheld, a ``data-absent-reason`` of ``masked`` stands
+in its place.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+MASKED = {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": "masked"}]}
+ALWAYS_KEPT = frozenset({"resourceType", "id", "meta"})
+
+
+@lru_cache(maxsize=256)
+def required_elements(resource_type: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(required complex elements, required primitive elements) of a type, from the R4B models."""
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (ValueError, KeyError):
+        return (), ()
+    complex_ = tuple(f.alias or n for n, f in model.model_fields.items() if f.is_required())
+    try:
+        primitive = tuple(name for name, _ in model.get_required_fields(model.model_construct()))
+    except Exception:  # a model without primitive requirements
+        primitive = ()
+    return complex_, primitive
+
+
+def mask_required(resource: dict[str, Any]) -> None:
+    """Put data-absent-reason where a required element is missing (it was withheld)."""
+    complex_, primitive = required_elements(str(resource.get("resourceType")))
+    for name in complex_:
+        if name not in resource:
+            resource[name] = dict(MASKED)
+    for name in primitive:
+        if name not in resource and f"_{name}" not in resource:
+            resource[f"_{name}"] = dict(MASKED)
+
+
+def keep_only(resource: dict[str, Any], fields: list[str]) -> None:
+    """Vendors see only the elements their agreement names (II.1)."""
+    allowed = ALWAYS_KEPT | set(fields)
+    for name in [n for n in resource if n.lstrip("_") not in allowed]:
+        del resource[name]
+
+
+def year_of(resource: dict[str, Any], path: str) -> None:
+    """A date reduced to its year ("1955-03-19" -> "1955"), a valid FHIR date."""
+    value = resource.get(path)
+    if isinstance(value, str) and len(value) >= 4:
+        resource[path] = value[:4]
+
+
+def walk_references(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
+    """Call ``visit`` on every Reference (a dict with "reference") inside a resource."""
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            visit(node)
+        for key, value in node.items():
+            if key != "contained":  # contained resources are judged on their own
+                walk_references(value, visit)
+    elif isinstance(node, list):
+        for item in node:
+            walk_references(item, visit)
+
+
+def drop_reference_display(resource: dict[str, Any]) -> None:
+    """Reference.display often spells the patient's or doctor's name."""
+    walk_references(resource, lambda ref: ref.pop("display", None))
+
+
+class Pseudonymiser:
+    """Stable keyed pseudonyms for patient ids (HRESCH): HMAC-SHA256, the same across requests."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = secret.encode()
+
+    def __call__(self, patient_id: str) -> str:
+        digest = hmac.new(self._key, b"Patient/" + patient_id.encode(), hashlib.sha256).digest()
+        return "ps-" + base64.b32encode(digest[:15]).decode().lower()
+
+    def apply(self, resource: dict[str, Any]) -> None:
+        """Replace the patient's id and every reference to a patient; drop what could re-identify."""
+        if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
+            resource["id"] = self(resource["id"])
+
+        def visit(ref: dict[str, Any]) -> None:
+            parts = ref["reference"].split("/")
+            if "Patient" in parts[:-1]:
+                i = len(parts) - 1 - parts[::-1].index("Patient")
+                if i + 1 < len(parts):
+                    ref["reference"] = f"Patient/{self(parts[i + 1])}"
+            ref.pop("display", None)
+            ref.pop("identifier", None)
+
+        walk_references(resource, visit)
+        resource.pop("text", None)  # a narrative may name the patient
+
+
+def apply_transforms(resource: dict[str, Any], ops: list[dict[str, Any]]) -> bool:
+    """Carry out the verdict's ``transform`` operations; True if any was applied."""
+    for op in ops:
+        kind = op.get("op")
+        if kind == "year":
+            year_of(resource, str(op.get("path")))
+        elif kind == "drop_reference_display":
+            drop_reference_display(resource)
+        elif kind == "keep_only":
+            keep_only(resource, [str(f) for f in op.get("fields") or []])
+        else:
+            # A withholding the gateway does not know how to do must not be skipped silently.
+            raise ValueError(f"unknown transform {kind!r}")
+    return bool(ops)

@@ -1,0 +1,124 @@
+"""The care relationship's facts (I.4 "按照岗位职责"): which departments treat a patient, who is on the
+patient's care team, and the patient's flags (VIP, staff-patient) that raise the grade of their records.
+
+Looked up from the upstream FHIR server — the EMR is the source of truth for Encounters and
+CareTeams — in one batch request for all patients not yet known, and reused for
+``patient_context_ttl_seconds``. The policy decides with them (opa_policies/emr/care). If the
+lookup fails the request fails closed: no facts, no decision, no data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.context import RequestContext
+from gateway.errors import error
+from gateway.plugin import Plugin
+
+# Department codes on Encounter.serviceType / Encounter.type / CareTeam.category.
+DEPARTMENT_SYSTEM = "https://emrguard.example/fhir/CodeSystem/department"
+# Patient.meta.tag / meta.security codes that raise the grade of everything about the patient.
+FLAG_SYSTEM = "https://emrguard.example/fhir/CodeSystem/patient-flag"
+FLAGS = frozenset({"VIP", "staff"})
+OPERATOR_SYSTEM = "https://emrguard.example/fhir/sid/operator"
+
+
+def _codes(concepts: Any, system: str) -> set[str]:
+    out: set[str] = set()
+    for concept in concepts if isinstance(concepts, list) else [concepts]:
+        if isinstance(concept, dict):
+            for coding in concept.get("coding") or []:
+                if isinstance(coding, dict) and coding.get("system") == system and isinstance(coding.get("code"), str):
+                    out.add(coding["code"])
+    return out
+
+
+def _entries(bundle: Any) -> list[dict[str, Any]]:
+    if not isinstance(bundle, dict):
+        return []
+    return [e["resource"] for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+
+
+def facts_from(encounters: Any, care_teams: Any, patient: Any) -> dict[str, Any]:
+    departments: set[str] = set()
+    for enc in _entries(encounters):
+        departments |= _codes(enc.get("serviceType"), DEPARTMENT_SYSTEM) | _codes(enc.get("type"), DEPARTMENT_SYSTEM)
+    team: set[str] = set()
+    for ct in _entries(care_teams):
+        departments |= _codes(ct.get("category"), DEPARTMENT_SYSTEM)
+        for participant in ct.get("participant") or []:
+            member = participant.get("member") if isinstance(participant, dict) else None
+            if not isinstance(member, dict):
+                continue
+            ident = member.get("identifier")
+            if isinstance(ident, dict) and ident.get("system") == OPERATOR_SYSTEM and isinstance(ident.get("value"), str):
+                team.add(ident["value"])
+            ref = member.get("reference")
+            if isinstance(ref, str) and ref.startswith("Practitioner/"):
+                team.add(ref.split("/", 1)[1])
+    flags: set[str] = set()
+    if isinstance(patient, dict):
+        meta = patient.get("meta") or {}
+        for label in (meta.get("tag") or []) + (meta.get("security") or []):
+            if isinstance(label, dict) and label.get("system") == FLAG_SYSTEM and label.get("code") in FLAGS:
+                flags.add(label["code"])
+    return {"departments": sorted(departments), "care_team": sorted(team), "flags": sorted(flags)}
+
+
+class PatientContextPlugin(Plugin):
+    name = "patient_context"
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def start(self, app_state: Any) -> None:
+        self.upstream = app_state.upstream
+        self.ttl = app_state.settings.patient_context_ttl_seconds
+
+    async def _load(self, ctx: RequestContext, patients: set[str] | list[str]) -> None:
+        now = time.monotonic()
+        missing = []
+        for p in patients:
+            hit = self._cache.get(p)
+            if hit and hit[0] > now:
+                ctx.patient_context.setdefault(p, {}).update(hit[1])
+            else:
+                missing.append(p)
+        if not missing:
+            return
+        entries = []
+        for p in sorted(missing):
+            entries += [
+                {"request": {"method": "GET", "url": f"Encounter?subject={p}&_count=200"}},
+                {"request": {"method": "GET", "url": f"CareTeam?subject={p}&_count=50"}},
+                {"request": {"method": "GET", "url": p}},
+            ]
+        resp = await self.upstream.send(
+            "POST", "", "", None, orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+            ctx.request_id, extra_headers={"Content-Type": "application/fhir+json"},
+        )
+        answers = resp.body.get("entry") if isinstance(resp.body, dict) else None
+        if resp.status != 200 or not isinstance(answers, list) or len(answers) != len(entries):
+            raise error(502, "transient", "care.lookup-failed",
+                        "the patients' departments could not be looked up, so no access decision can be made",
+                        "无法查询患者所属科室,无法做出访问决策", "I.4")
+        for i, p in enumerate(sorted(missing)):
+            enc, ct, pat = (a.get("resource") if isinstance(a, dict) else None for a in answers[3 * i : 3 * i + 3])
+            facts = facts_from(enc, ct, pat)
+            self._cache[p] = (now + self.ttl, facts)
+            ctx.patient_context.setdefault(p, {}).update(facts)
+        if len(self._cache) > 10_000:  # bounded: drop the expired
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+
+    async def before_decision(self, ctx: RequestContext) -> None:
+        if ctx.fhir is not None:
+            await self._load(ctx, ctx.fhir.all_patients())
+
+    async def before_response_decision(self, ctx: RequestContext, patients: set[str]) -> None:
+        await self._load(ctx, patients)
+
+
+PLUGIN = PatientContextPlugin
