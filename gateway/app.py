@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.admin import add_admin_routes
 from gateway.config import Settings
 from gateway.pipeline import FHIR_PREFIX, GATEWAY, handle_fhir
 from gateway.runtime import Gateway
@@ -42,4 +43,5 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> web.Applic
     # [\s\S]: a newline in the path must reach the handler (and be refused and audited there),
     # not fall through to aiohttp's unaudited 404.
     app.router.add_route("*", FHIR_PREFIX + "/{tail:[\\s\\S]*}", handle_fhir)
+    add_admin_routes(app)
     return app

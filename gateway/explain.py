@@ -43,20 +43,33 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
     elif isinstance(body.get("operator"), dict) and isinstance(body["operator"].get("id"), str):
         o = body["operator"]
         operator = Operator(
-            id=o["id"], name=str(o.get("name", "")), roles=tuple(str(r) for r in o.get("roles") or []),
-            dept=str(o.get("dept", "")), org=str(o.get("org", "")), claims={},
+            id=o["id"],
+            name=str(o.get("name", "")),
+            roles=tuple(str(r) for r in o.get("roles") or []),
+            dept=str(o.get("dept", "")),
+            org=str(o.get("org", "")),
+            claims={},
         )
     else:
-        raise _bad("give 'operator': {id, roles, dept} or 'token'", "请提供 'operator': {id, roles, dept} 或 'token'")
+        raise _bad(
+            "give 'operator': {id, roles, dept} or 'token'", "请提供 'operator': {id, roles, dept} 或 'token'"
+        )
     req = body["request"]
     url = urlsplit(str(req.get("url", "")))
     sim = RequestContext(
-        request_id=ctx.request_id, method=str(req.get("method", "GET")).upper(), path=url.path.lstrip("/"),
-        query_string=url.query, client_address=None, user_agent="explain", headers={},
+        request_id=ctx.request_id,
+        method=str(req.get("method", "GET")).upper(),
+        path=url.path.lstrip("/"),
+        query_string=url.query,
+        client_address=None,
+        user_agent="explain",
+        headers={},
     )
     sim.operator = operator
     sim.purpose = body.get("purpose")
-    sim.fhir = parse_request(sim.method, sim.path, parse_qsl(url.query, keep_blank_values=True), req.get("body"))
+    sim.fhir = parse_request(
+        sim.method, sim.path, parse_qsl(url.query, keep_blank_values=True), req.get("body")
+    )
     if body.get("break_glass_reason"):
         sim.policy_input["break_glass"] = {"reason": str(body["break_glass_reason"])}
     sim.grants = await gw.store.grants_for(operator.id)
@@ -77,17 +90,25 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
     try:
         decision = await gw.engine.decide_request(decision_input)
         verdicts = (
-            (await gw.engine.decide_response(dict(decision_input, entries=[s.summary() for s in slots]))).verdicts
-            if slots else []
+            (
+                await gw.engine.decide_response(dict(decision_input, entries=[s.summary() for s in slots]))
+            ).verdicts
+            if slots
+            else []
         )
     except PolicyError as exc:
         raise error(503, "transient", "policy.unavailable", str(exc), "无法获得访问控制决策") from None
     ctx.audit_extra["explained_operator"] = operator.id
     return {
-        "decision": {"allow": decision.allow, "reasons": [r.as_dict() for r in decision.reasons], "obligations": decision.obligations},
-        "rules_fired": sorted({r.rule for r in decision.reasons} | {
-            str(x.get("rule")) for v in verdicts for x in v.get("reasons") or [] if isinstance(x, dict)
-        }),
+        "decision": {
+            "allow": decision.allow,
+            "reasons": [r.as_dict() for r in decision.reasons],
+            "obligations": decision.obligations,
+        },
+        "rules_fired": sorted(
+            {r.rule for r in decision.reasons}
+            | {str(x.get("rule")) for v in verdicts for x in v.get("reasons") or [] if isinstance(x, dict)}
+        ),
         "verdicts": verdicts,
         "policy_engine": gw.engine.name,
         "policy_revision": gw.engine.revision,

@@ -334,7 +334,9 @@ def _raise_alerts(ctx: RequestContext, obligations: list[dict[str, Any]]) -> Non
     """Alert obligations (II.3) are committed with the audit record of this request."""
     for o in obligations:
         if o.get("type") == "alert":
-            ctx.alerts.append({**o, "request_id": ctx.request_id, "operator": ctx.operator.id if ctx.operator else None})
+            ctx.alerts.append(
+                {**o, "request_id": ctx.request_id, "operator": ctx.operator.id if ctx.operator else None}
+            )
 
 
 async def _ask_policy(ctx: RequestContext, call: Awaitable[T]) -> T:

@@ -5,13 +5,25 @@ event loop never waits on disk. Audit records are group-committed: every record 
 the previous commit is on disk goes into the next transaction, so many concurrent requests share
 one commit (WAL, synchronous=FULL: a committed record survives power loss), and each request
 still waits for its own record to be committed before its response is released (II.2).
+
+Besides the audit trail the store holds the notice's state, read on every request and changed
+through the admin API (gateway/admin.py):
+
+- ``grants``: time-bound permissions (II.1): trainee rotations, vendor agreements, exports. The
+  store keeps them; whether one is in force *now* is the policy's call (it gets the time).
+- ``seals``: 封存 of a patient's records during a public-controversy event (I.4); at most one
+  active seal per patient. Nothing is cached: a seal is in force from the moment the call returns.
+- ``alerts``: anomalous or unauthorised access, for senior management (II.3). Alerts share the
+  audit group commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +50,126 @@ CREATE TABLE IF NOT EXISTS audit_patient (   -- who saw what: one row per patien
     role     TEXT NOT NULL CHECK (role IN ('targeted', 'disclosed')),
     PRIMARY KEY (patient, seq, role)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grants (          -- II.1: time-bound permissions
+    id            TEXT PRIMARY KEY,          -- uuid4 hex
+    kind          TEXT NOT NULL CHECK (kind IN ('rotation', 'vendor', 'export')),
+    operator      TEXT NOT NULL,             -- the holder's token `sub`
+    dept          TEXT,
+    purposes      BLOB NOT NULL,             -- JSON list of PurposeOfUse codes
+    start         TEXT NOT NULL,             -- RFC 3339, UTC ("Z"), as given
+    "end"         TEXT NOT NULL,
+    scope         BLOB NOT NULL,             -- JSON {"types": [..], "fields": {Type: [..]}, "interactions": [..]}
+    agreement     TEXT,                      -- vendor: the agreement's reference
+    supervisor    TEXT,                      -- vendor: who supervises the service (II.1)
+    created_by    TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    revoked_at    TEXT,
+    revoked_by    TEXT,
+    revoke_reason TEXT,
+    CHECK (julianday(start) IS NOT NULL AND julianday("end") IS NOT NULL AND julianday(start) < julianday("end")),
+    CHECK (kind <> 'rotation' OR dept IS NOT NULL),
+    CHECK (kind <> 'vendor' OR (agreement IS NOT NULL AND supervisor IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS grants_operator ON grants (operator, revoked_at);
+CREATE TABLE IF NOT EXISTS seals (           -- I.4: 封存
+    id            TEXT PRIMARY KEY,          -- uuid4 hex
+    patient       TEXT NOT NULL,             -- "Patient/<id>"
+    reason        TEXT NOT NULL,
+    case_ref      TEXT NOT NULL,
+    authorised    BLOB NOT NULL,             -- JSON list of operator ids who may still access
+    sealed_by     TEXT NOT NULL,
+    sealed_at     TEXT NOT NULL,
+    unsealed_by   TEXT,
+    unsealed_at   TEXT,
+    unseal_reason TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS seals_active ON seals (patient) WHERE unsealed_at IS NULL;
+CREATE INDEX IF NOT EXISTS seals_patient ON seals (patient, sealed_at);
+CREATE TABLE IF NOT EXISTS alerts (          -- II.3: anomalous or unauthorised access
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    time       TEXT NOT NULL,
+    request_id TEXT,
+    event      TEXT NOT NULL,
+    severity   TEXT NOT NULL,
+    operator   TEXT,
+    patients   BLOB NOT NULL,                -- JSON list
+    detail     BLOB NOT NULL                 -- JSON object
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time);
 """
 MAX_BATCH = 512
+#: SQLite's default bound on host parameters is 32766; stay well inside it per IN (...) list.
+MAX_IN_PARAMS = 900
+
+GRANT_COLUMNS = (
+    'id, kind, operator, dept, purposes, start, "end", scope, agreement, supervisor,'
+    " created_by, created_at, revoked_at, revoked_by, revoke_reason"
+)
+SEAL_COLUMNS = (
+    "id, patient, reason, case_ref, authorised, sealed_by, sealed_at, unsealed_by, unsealed_at, unseal_reason"
+)
+GRANT_KINDS = ("rotation", "vendor", "export")
+ALERT_KEYS = frozenset({"type", "time", "request_id", "event", "severity", "operator", "patients", "detail"})
 
 
 class StoreClosed(RuntimeError):
     pass
+
+
+class StoreError(Exception):
+    """A state change the store refuses; the message says why (admin.py turns it into an answer)."""
+
+
+class StoreNotFound(StoreError):
+    """No such grant, or no active seal (-> 404)."""
+
+
+class StoreConflict(StoreError):
+    """The change contradicts the current state: already sealed, already revoked (-> 409)."""
+
+
+class StoreInvalid(StoreError, ValueError):
+    """The data breaks a rule the tables enforce (admin.py validates first, so this is a bug -> 400)."""
+
+
+def utc_now() -> str:
+    """Now, RFC 3339 UTC with milliseconds and "Z" (the format of the policy input's `time`)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _grant_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "kind": row[1],
+        "operator": row[2],
+        "dept": row[3],
+        "purposes": orjson.loads(row[4]),
+        "start": row[5],
+        "end": row[6],
+        "scope": orjson.loads(row[7]),
+        "agreement": row[8],
+        "supervisor": row[9],
+        "created_by": row[10],
+        "created_at": row[11],
+        "revoked_at": row[12],
+        "revoked_by": row[13],
+        "revoke_reason": row[14],
+    }
+
+
+def _seal_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "patient": row[1],
+        "reason": row[2],
+        "case_ref": row[3],
+        "authorised": orjson.loads(row[4]),
+        "sealed_by": row[5],
+        "sealed_at": row[6],
+        "unsealed_by": row[7],
+        "unsealed_at": row[8],
+        "unseal_reason": row[9],
+    }
 
 
 class Store:
@@ -109,8 +235,14 @@ class Store:
             raise StoreClosed("store is not open")
         # Serialised here, so a record that cannot be encoded fails its own request, not the batch.
         encoded = orjson.dumps(record)
+        await self._enqueue({**record, "_json": encoded})
+
+    async def _enqueue(self, item: dict[str, Any]) -> None:
+        """Hand an item to the group-commit writer; return once its transaction is committed."""
+        if self._db is None or self._wakeup is None:
+            raise StoreClosed("store is not open")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(({**record, "_json": encoded}, fut))
+        self._pending.append((item, fut))
         self._wakeup.set()
         await fut
 
@@ -151,6 +283,21 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             for record in records:
+                if record.get("_kind") == "alert":
+                    db.execute(
+                        "INSERT INTO alerts (time, request_id, event, severity, operator, patients, detail)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            record["time"],
+                            record["request_id"],
+                            record["event"],
+                            record["severity"],
+                            record["operator"],
+                            record["_patients"],
+                            record["_detail"],
+                        ),
+                    )
+                    continue
                 cur = db.execute(
                     "INSERT INTO audit (request_id, time, operator, purpose, interaction, resource_type, decision, status, record)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -202,3 +349,268 @@ class Store:
             return [orjson.loads(row[0]) for row in self._db.execute(sql, args).fetchall()]
 
         return await self._run(query)
+
+    # --- transactions for the notice's state (admin changes: rare, each its own commit) -----------
+
+    def _transaction(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(db, *args)`` in one write transaction, on the store thread."""
+        db = self._db
+        if db is None:
+            raise StoreClosed("store closed")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db, *args)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return result
+
+    def _query(self, sql: str, args: Any) -> list[tuple[Any, ...]]:
+        db = self._db
+        if db is None:
+            raise StoreClosed("store closed")
+        return db.execute(sql, args).fetchall()
+
+    async def _write(self, fn: Any, *args: Any) -> Any:
+        if self._db is None:
+            raise StoreClosed("store is not open")
+        return await self._run(self._transaction, fn, *args)
+
+    async def _read(self, sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
+        if self._db is None:
+            raise StoreClosed("store is not open")
+        return await self._run(self._query, sql, args)
+
+    # --- grants (II.1: time-bound permissions) ------------------------------------------------
+
+    async def create_grant(self, grant: dict[str, Any], by: str) -> dict[str, Any]:
+        """Store a new grant (fields as in the ``grants`` table; ``id`` and ``created_*`` are set here).
+
+        ``start`` and ``end`` are kept exactly as given, never rounded or extended: a trainee's
+        rotation cannot outlast itself (II.1). The admin API validates first; the table's CHECKs
+        (start < end, rotation needs dept, vendor needs agreement and supervisor) are the backstop
+        and raise StoreInvalid.
+        """
+        row = (
+            uuid.uuid4().hex,
+            grant.get("kind"),
+            grant.get("operator"),
+            grant.get("dept"),
+            orjson.dumps(list(grant.get("purposes") or [])),
+            grant.get("start"),
+            grant.get("end"),
+            orjson.dumps(grant.get("scope") or {}),
+            grant.get("agreement"),
+            grant.get("supervisor"),
+            by,
+            utc_now(),
+        )
+
+        def insert(db: sqlite3.Connection) -> dict[str, Any]:
+            try:
+                db.execute(
+                    'INSERT INTO grants (id, kind, operator, dept, purposes, start, "end", scope,'
+                    " agreement, supervisor, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreInvalid(f"grant refused by the store: {exc}") from None
+            return _grant_row(
+                db.execute(f"SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?", (row[0],)).fetchone()
+            )
+
+        return await self._write(insert)
+
+    async def get_grant(self, grant_id: str) -> dict[str, Any] | None:
+        rows = await self._read(f"SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?", (grant_id,))
+        return _grant_row(rows[0]) if rows else None
+
+    async def list_grants(
+        self, operator: str | None = None, include_revoked: bool = False
+    ) -> list[dict[str, Any]]:
+        """Grants, newest first; by default only those not revoked (expired ones are listed too)."""
+        where, args = [], []
+        if operator is not None:
+            where.append("operator = ?")
+            args.append(operator)
+        if not include_revoked:
+            where.append("revoked_at IS NULL")
+        sql = f"SELECT {GRANT_COLUMNS} FROM grants"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id"
+        return [_grant_row(r) for r in await self._read(sql, args)]
+
+    async def revoke_grant(self, grant_id: str, by: str, reason: str) -> dict[str, Any]:
+        """Revoke now; StoreNotFound if there is no such grant, StoreConflict if already revoked."""
+        now = utc_now()
+
+        def revoke(db: sqlite3.Connection) -> dict[str, Any]:
+            cur = db.execute(
+                "UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?"
+                " WHERE id = ? AND revoked_at IS NULL",
+                (now, by, reason, grant_id),
+            )
+            row = db.execute(f"SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?", (grant_id,)).fetchone()
+            if row is None:
+                raise StoreNotFound(f"no grant with id '{grant_id}'")
+            if cur.rowcount == 0:
+                raise StoreConflict(f"grant '{grant_id}' was already revoked at {row[12]}")
+            return _grant_row(row)
+
+        return await self._write(revoke)
+
+    async def grants_for(self, operator: str) -> list[dict[str, Any]]:
+        """The operator's grants that are not revoked (one indexed query; called on every request).
+
+        Whether a grant is in force *now* (start <= time < end) is the policy's call.
+        """
+        rows = await self._read(
+            f"SELECT {GRANT_COLUMNS} FROM grants WHERE operator = ? AND revoked_at IS NULL ORDER BY start",
+            (operator,),
+        )
+        return [_grant_row(r) for r in rows]
+
+    # --- seals (I.4: 封存) ----------------------------------------------------------------------
+
+    async def seal_patient(
+        self, patient: str, reason: str, case_ref: str, authorised: list[str], by: str
+    ) -> dict[str, Any]:
+        """Seal a patient's records; committed (and so in force for the next request) on return.
+
+        StoreConflict if the patient is already sealed (at most one active seal per patient).
+        """
+        row = (
+            uuid.uuid4().hex,
+            patient,
+            reason,
+            case_ref,
+            orjson.dumps(list(authorised)),
+            by,
+            utc_now(),
+        )
+
+        def seal(db: sqlite3.Connection) -> dict[str, Any]:
+            active = db.execute(
+                "SELECT sealed_at, case_ref FROM seals WHERE patient = ? AND unsealed_at IS NULL", (patient,)
+            ).fetchone()
+            if active is not None:
+                raise StoreConflict(f"{patient} is already sealed (since {active[0]}, case {active[1]})")
+            try:
+                db.execute(
+                    "INSERT INTO seals (id, patient, reason, case_ref, authorised, sealed_by, sealed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:  # another process sealed it in between
+                raise StoreConflict(f"{patient} is already sealed ({exc})") from None
+            return _seal_row(
+                db.execute(f"SELECT {SEAL_COLUMNS} FROM seals WHERE id = ?", (row[0],)).fetchone()
+            )
+
+        return await self._write(seal)
+
+    async def unseal_patient(self, patient: str, by: str, reason: str) -> dict[str, Any]:
+        """Lift the patient's active seal; StoreNotFound if the patient is not sealed."""
+        now = utc_now()
+
+        def unseal(db: sqlite3.Connection) -> dict[str, Any]:
+            active = db.execute(
+                "SELECT id FROM seals WHERE patient = ? AND unsealed_at IS NULL", (patient,)
+            ).fetchone()
+            if active is None:
+                raise StoreNotFound(f"{patient} is not sealed")
+            db.execute(
+                "UPDATE seals SET unsealed_by = ?, unsealed_at = ?, unseal_reason = ? WHERE id = ?",
+                (by, now, reason, active[0]),
+            )
+            return _seal_row(
+                db.execute(f"SELECT {SEAL_COLUMNS} FROM seals WHERE id = ?", (active[0],)).fetchone()
+            )
+
+        return await self._write(unseal)
+
+    async def active_seals(self, patients: list[str]) -> dict[str, dict[str, Any]]:
+        """The active seal of each of ``patients`` that is sealed, by patient (called on every request).
+
+        One query on the partial unique index (a few hundred patients per statement at most); no
+        store round trip at all for a request that names no patient.
+        """
+        wanted = sorted(set(patients))
+        if not wanted:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(wanted), MAX_IN_PARAMS):
+            chunk = wanted[i : i + MAX_IN_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                f"SELECT {SEAL_COLUMNS} FROM seals WHERE unsealed_at IS NULL AND patient IN ({marks})", chunk
+            )
+            for row in rows:
+                found[row[1]] = _seal_row(row)
+        return found
+
+    async def seal_history(
+        self, patient: str | None = None, *, active_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """Seals, active and lifted, newest first (II.2: who sealed and unsealed what, when, why)."""
+        where, args = [], []
+        if patient is not None:
+            where.append("patient = ?")
+            args.append(patient)
+        if active_only:
+            where.append("unsealed_at IS NULL")
+        sql = f"SELECT {SEAL_COLUMNS} FROM seals"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY sealed_at DESC, id"
+        return [_seal_row(r) for r in await self._read(sql, args)]
+
+    # --- alerts (II.3) --------------------------------------------------------------------------
+
+    async def insert_alert(self, alert: dict[str, Any]) -> None:
+        """Record an alert; return once it is committed.
+
+        Alerts ride the audit group commit (the same queue and transactions as audit records), so
+        a burst of alerts during an attack costs no extra fsyncs and never stalls the audit writer.
+        Keys: ``event`` (required), ``severity`` (default "warning"), ``time`` (default now),
+        ``request_id``, ``operator``, ``patients`` (list), ``detail`` (object). Any other key (an
+        obligation's ``rule``, ``reason``, ...) is kept in ``detail``, never dropped; ``type`` is not.
+        """
+        if not alert.get("event"):
+            raise StoreInvalid("an alert needs an event")
+        extra = {k: v for k, v in alert.items() if k not in ALERT_KEYS}
+        item = {
+            "_kind": "alert",
+            "time": alert.get("time") or utc_now(),
+            "request_id": alert.get("request_id"),
+            "event": str(alert["event"]),
+            "severity": str(alert.get("severity") or "warning"),
+            "operator": alert.get("operator"),
+            # Serialised here: an alert that cannot be encoded fails its caller, not the batch.
+            "_patients": orjson.dumps(list(alert.get("patients") or [])),
+            "_detail": orjson.dumps({**extra, **(alert.get("detail") or {})}),
+        }
+        await self._enqueue(item)
+
+    async def list_alerts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first."""
+        rows = await self._read(
+            "SELECT seq, time, request_id, event, severity, operator, patients, detail"
+            " FROM alerts ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {
+                "seq": r[0],
+                "time": r[1],
+                "request_id": r[2],
+                "event": r[3],
+                "severity": r[4],
+                "operator": r[5],
+                "patients": orjson.loads(r[6]),
+                "detail": orjson.loads(r[7]),
+            }
+            for r in rows
+        ]

@@ -106,6 +106,7 @@ class FhirServer:
     base: str
     process: subprocess.Popen[str]
     patients: list[str] = field(default_factory=list)  # "Patient/<id>", in synthetic index order
+    departments: dict[str, str] = field(default_factory=dict)  # "Patient/<id>" -> department treating them
 
 
 def start_fhir_server(*extra: str) -> FhirServer:
@@ -132,10 +133,11 @@ def start_fhir_server(*extra: str) -> FhirServer:
 def fhir_server() -> Any:
     server = start_fhir_server()
     try:
-        from gateway.devtools.synthetic import seed_server
+        from gateway.devtools.synthetic import department_for, seed_server
 
         ids = asyncio.run(seed_server(server.base, count=12, seed=262))
         server.patients = [i if i.startswith("Patient/") else f"Patient/{i}" for i in ids]
+        server.departments = {p: department_for(i, 262) for i, p in enumerate(server.patients)}
         yield server
     finally:
         server.process.terminate()

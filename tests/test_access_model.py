@@ -37,34 +37,71 @@ class Story:
     def store(self) -> Any:
         return self.client.server.app[GATEWAY].store
 
-    async def get(self, path: str, roles: str, sub: str, dept: str = "", purpose: str | None = "TREAT", **headers: str) -> tuple[int, Any]:
+    async def get(
+        self, path: str, roles: str, sub: str, dept: str = "", purpose: str | None = "TREAT", **headers: str
+    ) -> tuple[int, Any]:
         token = self.idp.token(roles, sub=sub, dept=dept)
         resp = await self.client.get(path, headers=auth(token, purpose, **headers))
         return resp.status, await resp.json(content_type=None)
 
-    async def post(self, path: str, body: Any, roles: str, sub: str, dept: str = "", purpose: str = "TREAT") -> tuple[int, Any]:
+    async def post(
+        self, path: str, body: Any, roles: str, sub: str, dept: str = "", purpose: str = "TREAT"
+    ) -> tuple[int, Any]:
         token = self.idp.token(roles, sub=sub, dept=dept)
-        resp = await self.client.post(path, data=json.dumps(body), headers={**auth(token, purpose), "Content-Type": "application/fhir+json"})
+        resp = await self.client.post(
+            path,
+            data=json.dumps(body),
+            headers={**auth(token, purpose), "Content-Type": "application/fhir+json"},
+        )
         return resp.status, await resp.json(content_type=None)
 
     async def patient(self, dept: str, *conditions: dict[str, Any], name: str = "王伟") -> dict[str, str]:
         """A patient treated in `dept`, with the given Conditions; returns ids."""
         p = f"urn:uuid:{uuid.uuid4()}"
         entries = [
-            {"fullUrl": p, "request": {"method": "POST", "url": "Patient"}, "resource": {
-                "resourceType": "Patient", "name": [{"family": name[0], "given": [name[1:]], "text": name}],
-                "birthDate": "1961-07-14", "telecom": [{"system": "phone", "value": "13900000000"}],
-                "identifier": [{"system": "urn:oid:2.16.156.emrguard.mrn", "value": f"MRN-{uuid.uuid4().hex[:6]}"}],
-                "text": {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{name}</div>'}}},
-            {"request": {"method": "POST", "url": "Encounter"}, "resource": {
-                "resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": {"reference": p},
-                "serviceType": {"coding": [{"system": DEPARTMENT_SYSTEM, "code": dept}]}}},
+            {
+                "fullUrl": p,
+                "request": {"method": "POST", "url": "Patient"},
+                "resource": {
+                    "resourceType": "Patient",
+                    "name": [{"family": name[0], "given": [name[1:]], "text": name}],
+                    "birthDate": "1961-07-14",
+                    "telecom": [{"system": "phone", "value": "13900000000"}],
+                    "identifier": [
+                        {"system": "urn:oid:2.16.156.emrguard.mrn", "value": f"MRN-{uuid.uuid4().hex[:6]}"}
+                    ],
+                    "text": {
+                        "status": "generated",
+                        "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{name}</div>',
+                    },
+                },
+            },
+            {
+                "request": {"method": "POST", "url": "Encounter"},
+                "resource": {
+                    "resourceType": "Encounter",
+                    "status": "finished",
+                    "class": {"code": "AMB"},
+                    "subject": {"reference": p},
+                    "serviceType": {"coding": [{"system": DEPARTMENT_SYSTEM, "code": dept}]},
+                },
+            },
         ]
         for c in conditions:
-            entries.append({"request": {"method": "POST", "url": "Condition"}, "resource": {
-                "resourceType": "Condition", "subject": {"reference": p, "display": name}, **c}})
+            entries.append(
+                {
+                    "request": {"method": "POST", "url": "Condition"},
+                    "resource": {
+                        "resourceType": "Condition",
+                        "subject": {"reference": p, "display": name},
+                        **c,
+                    },
+                }
+            )
         async with aiohttp.ClientSession() as s:
-            async with s.post(self.fhir.base, json={"resourceType": "Bundle", "type": "transaction", "entry": entries}) as r:
+            async with s.post(
+                self.fhir.base, json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
+            ) as r:
                 assert r.status == 200, await r.text()
                 out = await r.json(content_type=None)
         ids = [e["response"]["location"].split("/_history")[0] for e in out["entry"]]
@@ -72,7 +109,9 @@ class Story:
 
 
 @pytest.fixture(params=["embedded", "opa"])
-async def story(request: pytest.FixtureRequest, aiohttp_client: Any, make_settings: Any, fhir_server: Any, idp: Any) -> Story:
+async def story(
+    request: pytest.FixtureRequest, aiohttp_client: Any, make_settings: Any, fhir_server: Any, idp: Any
+) -> Story:
     opa_url = request.getfixturevalue("opa_server").url if request.param == "opa" else ""
     settings = make_settings(fhir_server.base, request.param, opa_url)
     client = await aiohttp_client(create_app(settings))
@@ -80,7 +119,12 @@ async def story(request: pytest.FixtureRequest, aiohttp_client: Any, make_settin
 
 
 def rules(body: dict[str, Any]) -> set[str]:
-    return {c["code"] for i in body.get("issue", []) for c in i["details"]["coding"] if c["system"].endswith("/rule")}
+    return {
+        c["code"]
+        for i in body.get("issue", [])
+        for c in i["details"]["coding"]
+        if c["system"].endswith("/rule")
+    }
 
 
 def iso(dt: datetime) -> str:
@@ -97,7 +141,9 @@ async def test_nurse_reads_own_department_patient_not_another(story: Story) -> N
     assert status == 200 and body["resourceType"] == "Patient"
     status, body = await story.get(f"/fhir/{psych['patient']}", "nurse", "nurse-zhao", "cardiology")
     assert status == 403 and "care.no-relationship" in rules(body)
-    status, _ = await story.get(f"/fhir/Condition?subject={psych['patient']}", "nurse", "nurse-zhao", "cardiology")
+    status, _ = await story.get(
+        f"/fhir/Condition?subject={psych['patient']}", "nurse", "nurse-zhao", "cardiology"
+    )
     assert status == 403
 
 
@@ -120,7 +166,9 @@ async def test_grade5_hiv_condition_absent_for_grade4_role_others_remain(story: 
         {"code": {"coding": [{"system": ICD10, "code": "B20"}]}, "meta": {"security": [V, HIV_LABEL]}},
         {"code": {"coding": [{"system": ICD10, "code": "J45"}], "text": "asthma"}},
     )
-    status, body = await story.get(f"/fhir/Condition?subject={p['patient']}", "nurse", "nurse-li", "infectious_disease")
+    status, body = await story.get(
+        f"/fhir/Condition?subject={p['patient']}", "nurse", "nurse-li", "infectious_disease"
+    )
     assert status == 200
     codes = [c["code"] for e in body["entry"] for c in e["resource"]["code"].get("coding", [])]
     assert "J45" in codes and "B20" not in codes
@@ -128,12 +176,16 @@ async def test_grade5_hiv_condition_absent_for_grade4_role_others_remain(story: 
     assert record["entries_dropped"] == 1
     assert 5 in record["grades"].values() and record["max_grade_disclosed"] < 5
     # A physician of the department, capped at 5 for treatment, sees both.
-    _, body = await story.get(f"/fhir/Condition?subject={p['patient']}", "physician", "dr-zhou", "infectious_disease")
+    _, body = await story.get(
+        f"/fhir/Condition?subject={p['patient']}", "physician", "dr-zhou", "infectious_disease"
+    )
     assert {c["code"] for e in body["entry"] for c in e["resource"]["code"]["coding"]} == {"B20", "J45"}
 
 
 async def test_has_probing_for_hiv_is_refused(story: Story) -> None:
-    status, body = await story.get("/fhir/Patient?_has:Condition:patient:code=B20", "nurse", "nurse-li", "infectious_disease")
+    status, body = await story.get(
+        "/fhir/Patient?_has:Condition:patient:code=B20", "nurse", "nurse-li", "infectious_disease"
+    )
     assert status == 403 and "search.side-channel" in rules(body)
 
 
@@ -145,15 +197,25 @@ async def test_student_rotation_deidentified_and_ends_to_the_second(story: Story
     now = datetime.now(UTC)
     end = (now + timedelta(seconds=3)).replace(microsecond=0)
     await story.store.create_grant(
-        {"kind": "rotation", "operator": "stu-001", "dept": "cardiology", "purposes": ["TRAIN"],
-         "start": iso(now - timedelta(days=1)), "end": iso(end), "scope": {}}, by="rec-chen",
+        {
+            "kind": "rotation",
+            "operator": "stu-001",
+            "dept": "cardiology",
+            "purposes": ["TRAIN"],
+            "start": iso(now - timedelta(days=1)),
+            "end": iso(end),
+            "scope": {},
+        },
+        by="rec-chen",
     )
     status, body = await story.get(f"/fhir/{p['patient']}", "student", "stu-001", "", purpose="TRAIN")
     assert status == 200
     text = json.dumps(body, ensure_ascii=False)
     assert p["name"] not in text and "13900000000" not in text and "MRN-" not in text
     assert body["birthDate"] == "1961"
-    status, body = await story.get(f"/fhir/Condition?subject={p['patient']}", "student", "stu-001", "", purpose="TRAIN")
+    status, body = await story.get(
+        f"/fhir/Condition?subject={p['patient']}", "student", "stu-001", "", purpose="TRAIN"
+    )
     assert status == 200 and p["name"] not in json.dumps(body, ensure_ascii=False)  # no Reference.display
     status, _ = await story.get(f"/fhir/{p['patient']}", "student", "stu-001", "", purpose="TREAT")
     assert status == 403  # a student only ever claims TRAIN (I.2)
@@ -165,14 +227,20 @@ async def test_student_rotation_deidentified_and_ends_to_the_second(story: Story
 async def test_researcher_sees_pseudonyms_never_real_ids(story: Story) -> None:
     p = await story.patient("oncology", {"code": {"text": "lung cancer"}})
     real_id = p["patient"].split("/")[1]
-    status, body = await story.get(f"/fhir/Condition?subject={p['patient']}", "researcher", "res-sun", "", purpose="HRESCH")
+    status, body = await story.get(
+        f"/fhir/Condition?subject={p['patient']}", "researcher", "res-sun", "", purpose="HRESCH"
+    )
     assert status == 200 and body["entry"]
     refs = {e["resource"]["subject"]["reference"] for e in body["entry"]}
     assert all(r.startswith("Patient/ps-") for r in refs)
-    body_text = json.dumps({k: v for k, v in body.items() if k != "link"})  # links echo the researcher's own query
+    body_text = json.dumps(
+        {k: v for k, v in body.items() if k != "link"}
+    )  # links echo the researcher's own query
     assert real_id not in body_text
     # Stable: the same pseudonym on the next request.
-    _, again = await story.get(f"/fhir/Condition?subject={p['patient']}", "researcher", "res-sun", "", purpose="HRESCH")
+    _, again = await story.get(
+        f"/fhir/Condition?subject={p['patient']}", "researcher", "res-sun", "", purpose="HRESCH"
+    )
     assert {e["resource"]["subject"]["reference"] for e in again["entry"]} == refs
     # The audit names the real patient (II.2).
     assert read_audit(story.settings)[-1]["patients_disclosed"] == [p["patient"]]
@@ -183,10 +251,16 @@ async def test_researcher_sees_pseudonyms_never_real_ids(story: Story) -> None:
 
 async def test_break_glass_with_reason_and_not_without(story: Story) -> None:
     p = await story.patient("psychiatry")
-    status, body = await story.get(f"/fhir/{p['patient']}", "physician", "dr-er", "emergency", purpose="ETREAT")
+    status, body = await story.get(
+        f"/fhir/{p['patient']}", "physician", "dr-er", "emergency", purpose="ETREAT"
+    )
     assert status == 403 and "care.no-relationship" in rules(body)
     status, body = await story.get(
-        f"/fhir/{p['patient']}", "physician", "dr-er", "emergency", purpose="ETREAT",
+        f"/fhir/{p['patient']}",
+        "physician",
+        "dr-er",
+        "emergency",
+        purpose="ETREAT",
         **{"X-Break-Glass-Reason": "unconscious, suspected overdose"},
     )
     assert status == 200
@@ -219,13 +293,20 @@ async def test_sealed_patient_refused_by_every_route_except_named_personnel(stor
         assert status == 403, route
         assert "seal.sealed" in rules(body), route
     # Reached from a search that does not name the patient: the entries are withheld.
-    status, body = await story.get("/fhir/Condition?code:text=complication", "physician", "dr-li", "cardiology")
+    status, body = await story.get(
+        "/fhir/Condition?code:text=complication", "physician", "dr-li", "cardiology"
+    )
     assert cond.split("/")[1] not in json.dumps(body)
     # A batch entry and a write.
     batch = {"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": pid}}]}
     status, body = await story.post("/fhir", batch, "physician", "dr-li", "cardiology")
     assert status == 403 or body["entry"][0]["response"]["status"].startswith("403")
-    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "bp"}, "subject": {"reference": pid}}
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "bp"},
+        "subject": {"reference": pid},
+    }
     assert (await story.post("/fhir/Observation", obs, "nurse", "nurse-zhao", "cardiology"))[0] == 403
     # The named physician keeps access, audited and alerted.
     status, _ = await story.get(f"/fhir/{pid}", "physician", "dr-wang", "cardiology")
@@ -234,7 +315,12 @@ async def test_sealed_patient_refused_by_every_route_except_named_personnel(stor
     assert "seal-access-denied" in events and "seal-access" in events
     # Break-the-glass never opens a sealed record.
     status, body = await story.get(
-        f"/fhir/{pid}", "physician", "dr-er", "emergency", purpose="ETREAT", **{"X-Break-Glass-Reason": "arrest"}
+        f"/fhir/{pid}",
+        "physician",
+        "dr-er",
+        "emergency",
+        purpose="ETREAT",
+        **{"X-Break-Glass-Reason": "arrest"},
     )
     assert status == 403 and "seal.sealed" in rules(body)
 
@@ -250,10 +336,16 @@ async def test_policy_explain_says_why_without_touching_the_upstream(story: Stor
         "request": {"method": "GET", "url": "Condition?subject=Patient/nowhere-1"},
         "patients": {"Patient/nowhere-1": {"departments": ["psychiatry"]}},
     }
-    resp = await story.client.post("/admin/policy/explain", json=body, headers={"Authorization": f"Bearer {token}"})
+    resp = await story.client.post(
+        "/admin/policy/explain", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
     assert resp.status == 200
     out = await resp.json()
     assert out["decision"]["allow"] is False and "care.no-relationship" in out["rules_fired"]
     assert out["input"]["patients"]["Patient/nowhere-1"]["departments"] == ["psychiatry"]
     nurse = story.idp.token("nurse", sub="nurse-zhao", dept="cardiology")
-    assert (await story.client.post("/admin/policy/explain", json=body, headers={"Authorization": f"Bearer {nurse}"})).status == 403
+    assert (
+        await story.client.post(
+            "/admin/policy/explain", json=body, headers={"Authorization": f"Bearer {nurse}"}
+        )
+    ).status == 403

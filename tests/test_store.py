@@ -1,4 +1,5 @@
-"""The audit store on a real SQLite file: group commit, fail closed, findable by patient (II.2)."""
+"""The store on a real SQLite file: audit group commit, fail closed, findable by patient (II.2);
+grants (II.1), seals (I.4) and alerts (II.3)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import Store, StoreClosed
+from gateway.store import Store, StoreClosed, StoreConflict, StoreInvalid, StoreNotFound
 
 
 def record(i: int, patient: str = "Patient/p1") -> dict:
@@ -82,3 +83,203 @@ async def test_records_found_by_patient_and_operator(tmp_path: Path) -> None:
     by_both = await store.audit_records(patient="Patient/p1", operator="op-0")
     assert [r["request_id"] for r in by_both] == ["req-9", "req-3"]
     await store.close()
+
+
+# --- grants (II.1), seals (I.4), alerts (II.3) ----------------------------------------------------
+
+
+def grant(operator: str = "u-student-001", **kw: object) -> dict:
+    g = {
+        "kind": "rotation",
+        "operator": operator,
+        "dept": "cardiology",
+        "purposes": ["TREAT"],
+        "start": "2026-03-01T00:00:00Z",
+        "end": "2026-03-31T00:00:00Z",
+        "scope": {"types": ["Observation"], "interactions": ["read"]},
+    }
+    g.update(kw)
+    return g
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = Store(str(tmp_path / "state.sqlite"))
+    await s.start()
+    yield s
+    await s.close()
+
+
+async def test_grants_created_listed_revoked_ii1(store: Store) -> None:
+    created = await store.create_grant(grant(end="2026-03-31T23:59:59.5Z"), by="u-sec-1")
+    assert len(created["id"]) == 32 and created["created_by"] == "u-sec-1"
+    # II.1: a rotation never outlasts itself -- the end is stored exactly as given.
+    assert created["end"] == "2026-03-31T23:59:59.5Z" and created["revoked_at"] is None
+    assert created["scope"] == {"types": ["Observation"], "interactions": ["read"]}
+    other = await store.create_grant(
+        grant("u-vendor-1", kind="vendor", agreement="AG-1", supervisor="u-it"), "x"
+    )
+    assert await store.get_grant(created["id"]) == created
+    assert await store.get_grant("0" * 32) is None
+    assert {g["id"] for g in await store.list_grants()} == {created["id"], other["id"]}
+    assert [g["id"] for g in await store.grants_for("u-student-001")] == [created["id"]]
+
+    revoked = await store.revoke_grant(created["id"], by="u-sec-2", reason="rotation cut short")
+    assert revoked["revoked_by"] == "u-sec-2" and revoked["revoke_reason"] == "rotation cut short"
+    assert revoked["revoked_at"]
+    assert await store.grants_for("u-student-001") == []  # the next request no longer sees it
+    assert await store.list_grants("u-student-001") == []
+    assert [g["id"] for g in await store.list_grants("u-student-001", include_revoked=True)] == [
+        created["id"]
+    ]
+    with pytest.raises(StoreConflict, match="already revoked"):
+        await store.revoke_grant(created["id"], by="u-sec-2", reason="again")
+    with pytest.raises(StoreNotFound):
+        await store.revoke_grant("f" * 32, by="u-sec-2", reason="no such grant")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"start": "2026-03-31T00:00:00Z", "end": "2026-03-01T00:00:00Z"},  # end before start
+        {"end": "2026-03-01T00:00:00Z"},  # empty period
+        {"end": "not a time"},
+        {"dept": None},  # a rotation is tied to a department
+        {"kind": "vendor"},  # a vendor needs an agreement and a supervisor
+        {"kind": "holiday"},
+    ],
+)
+async def test_the_tables_refuse_grants_that_break_ii1(store: Store, bad: dict) -> None:
+    with pytest.raises(StoreInvalid):
+        await store.create_grant(grant(**bad), by="u-sec-1")
+    assert await store.list_grants(include_revoked=True) == []
+
+
+async def test_grants_for_is_one_indexed_query(store: Store) -> None:
+    assert store._db is not None
+    plan = " ".join(
+        str(r[-1])
+        for r in store._db.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM grants WHERE operator = ? AND revoked_at IS NULL", ("x",)
+        )
+    )
+    assert "grants_operator" in plan
+    plan = " ".join(
+        str(r[-1])
+        for r in store._db.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM seals WHERE unsealed_at IS NULL AND patient IN (?, ?)",
+            ("a", "b"),
+        )
+    )
+    assert "seals_active" in plan
+
+
+async def test_seal_is_in_force_when_the_call_returns_i4(store: Store, tmp_path: Path) -> None:
+    assert await store.active_seals([]) == {}
+    sealed = await store.seal_patient("Patient/p1", "media report", "CASE-7", ["u-doc-1"], by="u-rec-1")
+    assert sealed["authorised"] == ["u-doc-1"] and sealed["unsealed_at"] is None
+    active = await store.active_seals(["Patient/p1", "Patient/p2", "Patient/p1"])
+    assert list(active) == ["Patient/p1"] and active["Patient/p1"]["id"] == sealed["id"]
+    # Committed: another connection (another gateway process) sees it at once.
+    with sqlite3.connect(tmp_path / "state.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM seals WHERE unsealed_at IS NULL").fetchone() == (1,)
+    with pytest.raises(StoreConflict, match="already sealed"):
+        await store.seal_patient("Patient/p1", "again", "CASE-8", [], by="u-rec-2")
+
+    lifted = await store.unseal_patient("Patient/p1", by="u-rec-2", reason="event closed")
+    assert lifted["id"] == sealed["id"] and lifted["unsealed_by"] == "u-rec-2"
+    assert lifted["unseal_reason"] == "event closed"
+    assert await store.active_seals(["Patient/p1"]) == {}
+    with pytest.raises(StoreNotFound, match="not sealed"):
+        await store.unseal_patient("Patient/p1", by="u-rec-2", reason="twice")
+
+    again = await store.seal_patient("Patient/p1", "new report", "CASE-9", [], by="u-rec-1")
+    history = await store.seal_history("Patient/p1")
+    assert [s["id"] for s in history] == [again["id"], sealed["id"]]  # newest first
+    assert [s["id"] for s in await store.seal_history(active_only=True)] == [again["id"]]
+    assert await store.seal_history("Patient/other") == []
+
+
+async def test_active_seals_of_many_patients(store: Store) -> None:
+    for i in range(0, 2000, 100):
+        await store.seal_patient(f"Patient/p{i}", "r", "c", [], by="u")
+    found = await store.active_seals([f"Patient/p{i}" for i in range(2000)])  # > one IN (...) list
+    assert sorted(found) == sorted(f"Patient/p{i}" for i in range(0, 2000, 100))
+
+
+async def test_alerts_ride_the_audit_group_commit_ii3(store: Store) -> None:
+    batches: list[list[str]] = []
+    original = store._write_batch
+
+    def spy(items: list) -> None:
+        batches.append([i.get("_kind", "audit") for i in items])
+        original(items)
+
+    store._write_batch = spy  # type: ignore[method-assign]
+    await asyncio.gather(
+        *(store.insert_audit(record(i)) for i in range(50)),
+        *(
+            store.insert_alert(
+                {
+                    "event": "bulk-read",
+                    "severity": "high",
+                    "operator": "op-1",
+                    "patients": [f"Patient/p{i}"],
+                    "detail": {"n": i},
+                    "request_id": f"req-{i}",
+                }
+            )
+            for i in range(50)
+        ),
+    )
+    assert sum(len(b) for b in batches) == 100 and len(batches) < 100
+    assert any("alert" in b and "audit" in b for b in batches)  # one commit for both kinds
+    alerts = await store.list_alerts(limit=10)
+    assert len(alerts) == 10 and alerts[0]["seq"] > alerts[-1]["seq"]
+    assert alerts[0]["event"] == "bulk-read" and alerts[0]["detail"] == {"n": 49}
+    assert alerts[0]["patients"] == ["Patient/p49"] and alerts[0]["time"].endswith("Z")
+    # An obligation passed as it is: severity defaulted, its other keys kept in detail.
+    await store.insert_alert(
+        {"type": "alert", "event": "seal-access", "rule": "seal.authorised", "request_id": "r"}
+    )
+    latest = (await store.list_alerts(limit=1))[0]
+    assert latest["severity"] == "warning" and latest["detail"] == {"rule": "seal.authorised"}
+    assert latest["patients"] == [] and latest["operator"] is None
+    # A bad alert fails its own caller only.
+    with pytest.raises(StoreInvalid):
+        await store.insert_alert({"severity": "high"})
+    with pytest.raises(TypeError):
+        await store.insert_alert({"event": "x", "severity": "low", "detail": {"bad": object()}})
+    assert len(await store.list_alerts(limit=1000)) == 51
+
+
+async def test_concurrent_admin_changes_and_reads_stay_consistent(store: Store) -> None:
+    # The same patient sealed by ten officers at once: exactly one seal, nine conflicts.
+    results = await asyncio.gather(
+        *(store.seal_patient("Patient/race", "r", f"C-{i}", [], by=f"u-{i}") for i in range(10)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, dict) for r in results) == 1
+    assert sum(isinstance(r, StoreConflict) for r in results) == 9
+    # Grants, revocations, seal lookups and audit records interleaved on the one store thread.
+    made = await asyncio.gather(*(store.create_grant(grant(f"op-{i % 5}"), by="u") for i in range(40)))
+    await asyncio.gather(
+        *(store.revoke_grant(g["id"], by="u", reason="r") for g in made[:20]),
+        *(store.active_seals(["Patient/race"]) for _ in range(20)),
+        *(store.grants_for(f"op-{i}") for i in range(5)),
+        *(store.insert_audit(record(i)) for i in range(100)),
+    )
+    live = [g for i in range(5) for g in await store.grants_for(f"op-{i}")]
+    assert sorted(g["id"] for g in live) == sorted(g["id"] for g in made[20:])
+    assert len(await store.seal_history("Patient/race")) == 1
+    assert len(await store.audit_records(limit=1000)) == 100
+
+
+async def test_closed_store_refuses_state_calls(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "d.sqlite"))
+    await s.start()
+    await s.close()
+    with pytest.raises(StoreClosed):
+        await s.active_seals(["Patient/p1"])
+    with pytest.raises(StoreClosed):
+        await s.insert_alert({"event": "x", "severity": "low"})

@@ -120,6 +120,11 @@ class _Plan:
     age_range: tuple[int, int]
 
 
+def department_for(index: int, seed: int = 262) -> str:
+    """The department that treats synthetic patient ``index`` (its Encounter's serviceType)."""
+    return _plan(seed, index).department
+
+
 def _plan(seed: int, index: int) -> _Plan:
     rng = random.Random(f"emrguard-synthetic:{seed}:{index}")
     sex = "F" if index % 2 == 0 else "M"

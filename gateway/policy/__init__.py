@@ -130,7 +130,11 @@ class PolicyEngine(ABC):
         for v in verdicts:
             if not isinstance(v, dict) or not isinstance(v.get("keep"), bool):
                 raise PolicyError(f"{self.name} engine: malformed verdict {str(v)[:200]}")
-            unknown = [t for t in v.get("transform") or [] if not isinstance(t, dict) or t.get("op") not in KNOWN_TRANSFORMS]
+            unknown = [
+                t
+                for t in v.get("transform") or []
+                if not isinstance(t, dict) or t.get("op") not in KNOWN_TRANSFORMS
+            ]
             if unknown:  # a withholding the gateway cannot carry out must not be skipped
                 raise PolicyError(f"{self.name} engine: unknown transform {str(unknown)[:200]}")
         return ResponseDecision(verdicts, _check_obligations(self.name, raw.get("obligations") or [], True))
