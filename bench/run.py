@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from gateway.devtools import tokens
-from gateway.devtools.synthetic import seed_server
+from gateway.devtools.synthetic import department_for, seed_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER, AUDIENCE = "https://idp.bench.emrguard/", "emrguard"
@@ -114,6 +114,7 @@ def start_gateway(
             "EMRGUARD_POLICY_DIR": str(ROOT / "opa_policies"),
             "EMRGUARD_DB": str(work / f"{mode}.sqlite"),
             "EMRGUARD_AUDIT_LOG": str(work / f"{mode}.jsonl"),
+            "EMRGUARD_PSEUDONYM_SECRET": "bench-only-pseudonym-secret-0123456789",
         }
     )
     if mode == "bare":
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             audience=AUDIENCE,
             sub="bench-nurse",
             roles=["nurse"],
-            dept="cardiology",
+            dept=department_for(0, 262),  # the department treating the benched patient (care relationship)
             ttl=3600,
         )
         targets = {"upstream": upstream}

@@ -27,8 +27,8 @@ EMR Guard is starting on http://${GATEWAY_LISTEN}/fhir  (upstream ${UPSTREAM})
 Try, in another shell:
   TOKEN=\$(.venv/bin/emrguard dev-token --role nurse --dept cardiology)
   curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: TREAT" http://${GATEWAY_LISTEN}/fhir/Patient?_count=3
-  TOKEN=\$(.venv/bin/emrguard dev-token --role student --sub stu-001)
-  curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: TRAIN" http://${GATEWAY_LISTEN}/fhir/Patient?_count=3
+  TOKEN=\$(.venv/bin/emrguard dev-token --role researcher --sub res-001)
+  curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: HRESCH" http://${GATEWAY_LISTEN}/fhir/Condition?_count=3
 Audit records: var/audit.jsonl and var/emrguard.sqlite. Patients: var/patients.txt
 
 MSG
@@ -40,4 +40,7 @@ export EMRGUARD_AUDIENCE="emrguard"
 export EMRGUARD_POLICY_ENGINE="${EMRGUARD_POLICY_ENGINE:-embedded}"
 export EMRGUARD_DB="${EMRGUARD_DB:-var/emrguard.sqlite}"
 export EMRGUARD_AUDIT_LOG="${EMRGUARD_AUDIT_LOG:-var/audit.jsonl}"
+# Research pseudonym key: made once per checkout for development; production keeps its own secret.
+[[ -s var/dev-keys/pseudonym-secret ]] || $PY -c 'import secrets; print(secrets.token_urlsafe(32))' > var/dev-keys/pseudonym-secret
+export EMRGUARD_PSEUDONYM_SECRET="${EMRGUARD_PSEUDONYM_SECRET:-$(cat var/dev-keys/pseudonym-secret)}"
 .venv/bin/emrguard serve

@@ -26,6 +26,9 @@ from tests.conftest import AUDIENCE, ISSUER, auth, free_port, read_audit
 
 pytestmark = pytest.mark.integration
 
+# The stand-in upstreams below answer every request with one canned body, so the plugin that looks
+# up patients' departments upstream is left out there; those tests use roles without a care bond.
+NO_UPSTREAM_LOOKUPS = ("purpose", "break_glass", "grants", "seal")
 V_LABEL = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "V"}
 
 
@@ -86,7 +89,10 @@ def oo_clauses(body: dict[str, Any]) -> set[str]:
 
 async def test_valid_token_reads_patient_and_is_audited(gw: Harness, idp: Any, fhir_server: Any) -> None:
     patient = fhir_server.patients[0]
-    status, body, headers = await gw.get(f"/fhir/{patient}", idp.token("physician", sub="dr-li"))
+    status, body, headers = await gw.get(
+        f"/fhir/{patient}",
+        idp.token("physician", sub="dr-li", dept=fhir_server.departments[fhir_server.patients[0]]),
+    )
     assert status == 200
     assert f"Patient/{body['id']}" == patient
     assert headers["Cache-Control"] == "no-store"
@@ -200,7 +206,11 @@ async def test_unknown_kid_refetch_is_bounded(gw: Harness, idp: Any, fhir_server
 
 
 async def test_missing_purpose_is_refused_citing_i2(gw: Harness, idp: Any, fhir_server: Any) -> None:
-    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("nurse"), purpose=None)
+    status, body, _ = await gw.get(
+        f"/fhir/{fhir_server.patients[0]}",
+        idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[0]]),
+        purpose=None,
+    )
     assert status == 403
     assert "purpose.required" in oo_rules(body)
     assert "I.2" in oo_clauses(body)
@@ -211,7 +221,9 @@ async def test_missing_purpose_is_refused_citing_i2(gw: Harness, idp: Any, fhir_
 
 async def test_purpose_from_token_claim(gw: Harness, idp: Any, fhir_server: Any) -> None:
     status, _, _ = await gw.get(
-        f"/fhir/{fhir_server.patients[0]}", idp.token("nurse", purpose="TREAT"), purpose=None
+        f"/fhir/{fhir_server.patients[0]}",
+        idp.token("nurse", purpose="TREAT", dept=fhir_server.departments[fhir_server.patients[0]]),
+        purpose=None,
     )
     assert status == 200
     assert gw.audit()[-1]["extra"]["purpose_source"] == "token"
@@ -235,7 +247,10 @@ async def test_pharmacist_everything_drops_conditions_and_redacts_contacts(
     assert "telecom" not in patient_res and "address" not in patient_res
     assert {"code": "REDACTED"}.items() <= patient_res["meta"]["security"][-1].items()
     # The physician sees the Condition in the same response shape: the drop is the policy's.
-    _, full, _ = await gw.get(f"/fhir/{patient}/$everything", idp.token("physician"))
+    _, full, _ = await gw.get(
+        f"/fhir/{patient}/$everything",
+        idp.token("physician", dept=fhir_server.departments[fhir_server.patients[0]]),
+    )
     assert "Condition" in [e["resource"]["resourceType"] for e in full["entry"]]
     if "total" in body:
         assert body["total"] == len(
@@ -263,14 +278,23 @@ async def test_very_restricted_condition_dropped_from_search_others_remain(
         fhir_server,
         {"resourceType": "Condition", "subject": {"reference": patient}, "code": {"text": "asthma"}},
     )
-    status, body, _ = await gw.get(f"/fhir/Condition?subject={patient}", idp.token("nurse"))
+    status, body, _ = await gw.get(
+        f"/fhir/Condition?subject={patient}",
+        idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[3]]),
+    )
     assert status == 200
     ids = {e["resource"]["id"] for e in body.get("entry", [])}
     assert shown["id"] in ids and hidden["id"] not in ids
-    _, body_md, _ = await gw.get(f"/fhir/Condition?subject={patient}", idp.token("physician"))
+    _, body_md, _ = await gw.get(
+        f"/fhir/Condition?subject={patient}",
+        idp.token("physician", dept=fhir_server.departments[fhir_server.patients[3]]),
+    )
     assert hidden["id"] in {e["resource"]["id"] for e in body_md["entry"]}
     # Direct read of the withheld resource: refused, not an empty 200.
-    status, oo, _ = await gw.get(f"/fhir/Condition/{hidden['id']}", idp.token("nurse"))
+    status, oo, _ = await gw.get(
+        f"/fhir/Condition/{hidden['id']}",
+        idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[3]]),
+    )
     assert status == 403 and "label.very-restricted" in oo_rules(oo)
 
 
@@ -291,7 +315,9 @@ async def test_transaction_response_entries_are_filtered(gw: Harness, idp: Any, 
     nested = body["entry"][0]["resource"]
     types = [e["resource"]["resourceType"] for e in nested["entry"]]
     assert "Patient" in types and "Condition" not in types
-    _, full = await gw.post("/fhir", idp.token("physician"), bundle)
+    _, full = await gw.post(
+        "/fhir", idp.token("physician", dept=fhir_server.departments[fhir_server.patients[1]]), bundle
+    )
     assert "Condition" in [e["resource"]["resourceType"] for e in full["entry"][0]["resource"]["entry"]]
 
 
@@ -304,7 +330,9 @@ async def test_transaction_entry_refused_up_front(gw: Harness, idp: Any, fhir_se
             {"request": {"method": "DELETE", "url": f"{fhir_server.patients[0]}"}},
         ],
     }
-    status, body = await gw.post("/fhir", idp.token("nurse"), bundle)
+    status, body = await gw.post(
+        "/fhir", idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[0]]), bundle
+    )
     assert status == 403
     assert any("Bundle.entry[1]" in i["details"]["text"] for i in body["issue"])
 
@@ -315,13 +343,30 @@ async def test_student_sees_deidentified_patient(gw: Harness, idp: Any, fhir_ser
             real = await r.json(content_type=None)
     family = real["name"][0]["family"] + "".join(real["name"][0].get("given", []))
     assert family in json.dumps(real, ensure_ascii=False)
-    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("student"), purpose="TRAIN")
+    store = gw.client.server.app[GATEWAY].store
+    await store.create_grant(
+        {
+            "kind": "rotation",
+            "operator": "stu-042",
+            "dept": fhir_server.departments[fhir_server.patients[0]],
+            "purposes": ["TRAIN"],
+            "start": "2026-01-01T00:00:00Z",
+            "end": "2099-01-01T00:00:00Z",
+            "scope": {},
+        },
+        by="rec-chen",
+    )
+    status, body, _ = await gw.get(
+        f"/fhir/{fhir_server.patients[0]}", idp.token("student", sub="stu-042"), purpose="TRAIN"
+    )
     assert status == 200
     for element in ("name", "identifier", "telecom", "address"):
         assert element not in body
     # Not in the narrative either, nor anywhere else in the answer.
     assert family not in json.dumps(body, ensure_ascii=False)
-    status, body, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("student"), purpose="TREAT")
+    status, body, _ = await gw.get(
+        f"/fhir/{fhir_server.patients[0]}", idp.token("student", sub="stu-042"), purpose="TREAT"
+    )
     assert status == 403 and "purpose.role" in oo_rules(body)
 
 
@@ -329,7 +374,7 @@ async def test_student_sees_deidentified_patient(gw: Harness, idp: Any, fhir_ser
 
 
 async def test_paging_links_point_at_the_gateway_and_work(gw: Harness, idp: Any) -> None:
-    token = idp.token("physician")
+    token = idp.token("records_officer")
     status, body, _ = await gw.get("/fhir/Patient?_count=2", token)
     assert status == 200
     base = str(gw.client.make_url("/fhir"))
@@ -415,7 +460,10 @@ async def test_valid_write_reaches_upstream(gw: Harness, idp: Any, fhir_server: 
     resp = await gw.client.post(
         "/fhir/Observation",
         data=json.dumps(obs),
-        headers={**auth(idp.token("nurse")), "Content-Type": "application/fhir+json"},
+        headers={
+            **auth(idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[0]])),
+            "Content-Type": "application/fhir+json",
+        },
     )
     status, body = resp.status, await resp.json(content_type=None)
     assert status == 201 and body["id"]
@@ -456,8 +504,12 @@ async def test_upstream_down_is_502(aiohttp_client: Any, make_settings: Any, idp
     settings = make_settings(f"http://127.0.0.1:{free_port()}/fhir/R4")
     h = Harness(await aiohttp_client(create_app(settings)), settings)
     status, body, _ = await h.get("/fhir/Patient/abc", idp.token("physician"))
+    # The first thing to fail is the lookup of the patient's departments: no facts, no decision.
+    assert status == 502 and "care.lookup-failed" in oo_rules(body)
+    assert h.audit()[-1]["status"] == 502 and h.audit()[-1]["upstream_status"] is None
+    status, body, _ = await h.get("/fhir/Organization?name=x", idp.token("records_officer"))
     assert status == 502 and "upstream.unreachable" in oo_rules(body)
-    assert h.audit()[-1]["decision"] == "allow" and h.audit()[-1]["status"] == 502
+    assert h.audit()[-1]["decision"] == "allow"
 
 
 async def test_oversized_request_body_is_413(
@@ -523,9 +575,11 @@ async def test_caller_token_never_reaches_upstream(
     recording: Any, aiohttp_client: Any, make_settings: Any, idp: Any
 ) -> None:
     recording.reply = {"resourceType": "Patient", "id": "p1"}
-    settings = make_settings(recording.base, upstream_authorization="Basic Z2F0ZXdheTpzZWNyZXQ=")
+    settings = make_settings(
+        recording.base, plugins=NO_UPSTREAM_LOOKUPS, upstream_authorization="Basic Z2F0ZXdheTpzZWNyZXQ="
+    )
     h = Harness(await aiohttp_client(create_app(settings)), settings)
-    token = idp.token("physician")
+    token = idp.token("records_officer")
     status, _, _ = await h.get(
         "/fhir/Patient/p1", token, Cookie="session=abc", Connection="keep-alive, X-Foo", **{"X-Foo": "1"}
     )
@@ -568,7 +622,7 @@ async def test_include_page_is_filtered(
             },
         ],
     }
-    settings = make_settings(recording.base)
+    settings = make_settings(recording.base, plugins=NO_UPSTREAM_LOOKUPS)
     h = Harness(await aiohttp_client(create_app(settings)), settings)
     status, body, _ = await h.get(
         f"/fhir/Patient?_id={patient_res['id']}&_revinclude=Condition:subject", idp.token("pharmacist")
@@ -597,10 +651,10 @@ async def test_elements_cannot_strip_the_labels_the_filter_reads(
             },
         ],
     }
-    settings = make_settings(recording.base)
+    settings = make_settings(recording.base, plugins=NO_UPSTREAM_LOOKUPS)
     h = Harness(await aiohttp_client(create_app(settings)), settings)
     status, body, _ = await h.get(
-        "/fhir/Condition?subject=Patient/p1&_elements=id&_count=5", idp.token("nurse")
+        "/fhir/Condition?subject=Patient/p1&_elements=id&_count=5", idp.token("researcher"), purpose="HRESCH"
     )
     assert status == 200
     assert "_elements" not in recording.urls[-1] and "_count=5" in recording.urls[-1]
@@ -613,9 +667,9 @@ async def test_upstream_timeout_is_504(
 ) -> None:
     recording.reply = {"resourceType": "Patient", "id": "p1"}
     recording.delay = 2.0
-    settings = make_settings(recording.base, upstream_timeout=0.3)
+    settings = make_settings(recording.base, plugins=NO_UPSTREAM_LOOKUPS, upstream_timeout=0.3)
     h = Harness(await aiohttp_client(create_app(settings)), settings)
-    status, body, _ = await h.get("/fhir/Patient/p1", idp.token("physician"))
+    status, body, _ = await h.get("/fhir/Patient/p1", idp.token("records_officer"))
     assert status == 504 and "upstream.timeout" in oo_rules(body)
 
 
@@ -631,9 +685,9 @@ async def test_non_json_upstream_answer_is_refused(
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", xml)
     server = await aiohttp_server(app)
-    settings = make_settings(str(server.make_url("/fhir/R4")))
+    settings = make_settings(str(server.make_url("/fhir/R4")), plugins=NO_UPSTREAM_LOOKUPS)
     h = Harness(await aiohttp_client(create_app(settings)), settings)
-    status, body, _ = await h.get("/fhir/Patient/p1", idp.token("physician"))
+    status, body, _ = await h.get("/fhir/Patient/p1", idp.token("records_officer"))
     assert status == 502 and "王" not in json.dumps(body, ensure_ascii=False)
 
 
@@ -662,7 +716,10 @@ async def test_write_cannot_touch_a_record_the_operator_may_not_see(
         },
     )
     patch = [{"op": "remove", "path": "/meta/security"}]
-    headers = {**auth(idp.token("nurse")), "Content-Type": "application/json-patch+json"}
+    headers = {
+        **auth(idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[4]])),
+        "Content-Type": "application/json-patch+json",
+    }
     resp = await gw.client.patch(f"/fhir/Observation/{hidden['id']}", data=json.dumps(patch), headers=headers)
     assert resp.status == 403
     assert "label.very-restricted" in oo_rules(await resp.json(content_type=None))
@@ -673,7 +730,10 @@ async def test_write_cannot_touch_a_record_the_operator_may_not_see(
     resp = await gw.client.patch(
         f"/fhir/Observation/{hidden['id']}",
         data=json.dumps([{"op": "add", "path": "/note", "value": [{"text": "reviewed"}]}]),
-        headers={**auth(idp.token("physician")), "Content-Type": "application/json-patch+json"},
+        headers={
+            **auth(idp.token("physician", dept=fhir_server.departments[fhir_server.patients[4]])),
+            "Content-Type": "application/json-patch+json",
+        },
     )
     assert resp.status == 200
     assert gw.audit()[-1]["extra"]["versions_before"] == [hidden["meta"]["versionId"]]
@@ -689,14 +749,17 @@ async def test_conditional_writes_are_refused(gw: Harness, idp: Any, fhir_server
     resp = await gw.client.put(
         "/fhir/Observation?code=x",
         data=json.dumps(obs),
-        headers={**auth(idp.token("nurse")), "Content-Type": "application/fhir+json"},
+        headers={
+            **auth(idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[0]])),
+            "Content-Type": "application/fhir+json",
+        },
     )
     assert resp.status == 403 and "write.conditional" in oo_rules(await resp.json(content_type=None))
     resp = await gw.client.post(
         "/fhir/Observation",
         data=json.dumps(obs),
         headers={
-            **auth(idp.token("nurse")),
+            **auth(idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[0]])),
             "Content-Type": "application/fhir+json",
             "If-None-Exist": "code=x",
         },
@@ -734,13 +797,19 @@ async def test_search_body_must_be_a_form(gw: Harness, idp: Any, fhir_server: An
     resp = await gw.client.post(
         "/fhir/Observation/_search",
         data=json.dumps({"_summary": "count"}),
-        headers={**auth(idp.token("nurse")), "Content-Type": "application/json"},
+        headers={
+            **auth(idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[0]])),
+            "Content-Type": "application/json",
+        },
     )
     assert resp.status == 415
     resp = await gw.client.post(
         "/fhir/Observation/_search",
         data=f"subject={fhir_server.patients[0]}&_summary=count",
-        headers={**auth(idp.token("nurse")), "Content-Type": "application/x-www-form-urlencoded"},
+        headers={
+            **auth(idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[0]])),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
     )
     assert resp.status == 403 and "search.count-only" in oo_rules(await resp.json(content_type=None))
 
@@ -750,10 +819,12 @@ async def test_upstream_gets_exactly_the_parameters_the_policy_saw(
 ) -> None:
     """`%23` decoded to '#' would end the upstream's query early; '+' must stay a plus."""
     recording.reply = {"resourceType": "Bundle", "type": "searchset", "entry": []}
-    settings = make_settings(recording.base)
+    settings = make_settings(recording.base, plugins=NO_UPSTREAM_LOOKUPS)
     h = Harness(await aiohttp_client(create_app(settings)), settings)
     status, _, _ = await h.get(
-        "/fhir/Observation?status=final%23&subject=Patient/A&code=a%2Bb", idp.token("nurse")
+        "/fhir/Observation?status=final%23&subject=Patient/A&code=a%2Bb",
+        idp.token("researcher"),
+        purpose="HRESCH",
     )
     assert status == 200
     from urllib.parse import parse_qsl, urlsplit
@@ -773,7 +844,10 @@ async def test_undecodable_header_fails_nobody_else(gw: Harness, idp: Any, fhir_
     first_line = (await reader.readline()).decode()
     writer.close()
     assert " 401 " in first_line  # refused (no token) and audited, not a 503
-    status, _, _ = await gw.get(f"/fhir/{fhir_server.patients[0]}", idp.token("physician"))
+    status, _, _ = await gw.get(
+        f"/fhir/{fhir_server.patients[0]}",
+        idp.token("physician", dept=fhir_server.departments[fhir_server.patients[0]]),
+    )
     assert status == 200
     assert [r["status"] for r in gw.audit()[-2:]] == [401, 200]
 
