@@ -105,7 +105,11 @@ class AuditLog:
         for alert in ctx.alerts:  # II.3: alerts first, so no audited access lacks its alert
             event = {**alert, "time": record["time"]}
             await self.store.insert_alert(event)
-            self._log.warning("alert", **{k: v for k, v in event.items() if k != "type"})
+            # structlog's own "event" field is the line's name ("alert"); the alert's event is alert_event.
+            self._log.warning(
+                "alert",
+                **{("alert_event" if k == "event" else k): v for k, v in event.items() if k != "type"},
+            )
         await self.store.insert_audit(record)
         self._log.info("audit", **record)
         return record

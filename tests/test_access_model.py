@@ -55,7 +55,9 @@ class Story:
         )
         return resp.status, await resp.json(content_type=None)
 
-    async def patient(self, dept: str, *conditions: dict[str, Any], name: str = "王伟") -> dict[str, str]:
+    async def patient(
+        self, dept: str, *conditions: dict[str, Any], name: str = "王伟", family: str = ""
+    ) -> dict[str, str]:
         """A patient treated in `dept`, with the given Conditions; returns ids."""
         p = f"urn:uuid:{uuid.uuid4()}"
         entries = [
@@ -149,8 +151,8 @@ async def test_nurse_reads_own_department_patient_not_another(story: Story) -> N
 
 async def test_search_across_patients_returns_only_related(story: Story) -> None:
     family = f"测{uuid.uuid4().hex[:4]}"
-    cardio = await story.patient("cardiology", name=family + "甲")
-    psych = await story.patient("psychiatry", name=family + "乙")
+    cardio = await story.patient("cardiology", name="甲" + family, family=family)
+    psych = await story.patient("psychiatry", name="乙" + family, family=family)
     status, body = await story.get(f"/fhir/Patient?name={family}", "nurse", "nurse-zhao", "cardiology")
     assert status == 200
     ids = {f"Patient/{e['resource']['id']}" for e in body.get("entry", [])}
