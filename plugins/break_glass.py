@@ -31,9 +31,12 @@ class BreakGlassPlugin(Plugin):
         reason = " ".join(reason.split())[:MAX_REASON]
         if not reason:
             raise error(
-                400, "invalid", "break-glass.no-reason",
+                400,
+                "invalid",
+                "break-glass.no-reason",
                 f"{HEADER} is empty: say why this emergency access is needed",
-                f"{HEADER} 为空:请说明紧急访问的理由", "I.4",
+                f"{HEADER} 为空:请说明紧急访问的理由",
+                "I.4",
             )
         ctx.policy_input["break_glass"] = {"reason": reason}
         ctx.audit_extra["break_glass_reason"] = reason

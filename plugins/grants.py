@@ -12,7 +12,18 @@ from typing import Any
 from gateway.context import RequestContext
 from gateway.plugin import Plugin
 
-GRANT_FIELDS = ("id", "kind", "operator", "dept", "purposes", "start", "end", "scope", "agreement", "supervisor")
+GRANT_FIELDS = (
+    "id",
+    "kind",
+    "operator",
+    "dept",
+    "purposes",
+    "start",
+    "end",
+    "scope",
+    "agreement",
+    "supervisor",
+)
 
 
 class GrantsPlugin(Plugin):

@@ -31,7 +31,11 @@ def _codes(concepts: Any, system: str) -> set[str]:
     for concept in concepts if isinstance(concepts, list) else [concepts]:
         if isinstance(concept, dict):
             for coding in concept.get("coding") or []:
-                if isinstance(coding, dict) and coding.get("system") == system and isinstance(coding.get("code"), str):
+                if (
+                    isinstance(coding, dict)
+                    and coding.get("system") == system
+                    and isinstance(coding.get("code"), str)
+                ):
                     out.add(coding["code"])
     return out
 
@@ -39,13 +43,19 @@ def _codes(concepts: Any, system: str) -> set[str]:
 def _entries(bundle: Any) -> list[dict[str, Any]]:
     if not isinstance(bundle, dict):
         return []
-    return [e["resource"] for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    return [
+        e["resource"]
+        for e in bundle.get("entry") or []
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ]
 
 
 def facts_from(encounters: Any, care_teams: Any, patient: Any) -> dict[str, Any]:
     departments: set[str] = set()
     for enc in _entries(encounters):
-        departments |= _codes(enc.get("serviceType"), DEPARTMENT_SYSTEM) | _codes(enc.get("type"), DEPARTMENT_SYSTEM)
+        departments |= _codes(enc.get("serviceType"), DEPARTMENT_SYSTEM) | _codes(
+            enc.get("type"), DEPARTMENT_SYSTEM
+        )
     team: set[str] = set()
     for ct in _entries(care_teams):
         departments |= _codes(ct.get("category"), DEPARTMENT_SYSTEM)
@@ -54,7 +64,11 @@ def facts_from(encounters: Any, care_teams: Any, patient: Any) -> dict[str, Any]
             if not isinstance(member, dict):
                 continue
             ident = member.get("identifier")
-            if isinstance(ident, dict) and ident.get("system") == OPERATOR_SYSTEM and isinstance(ident.get("value"), str):
+            if (
+                isinstance(ident, dict)
+                and ident.get("system") == OPERATOR_SYSTEM
+                and isinstance(ident.get("value"), str)
+            ):
                 team.add(ident["value"])
             ref = member.get("reference")
             if isinstance(ref, str) and ref.startswith("Practitioner/"):
@@ -97,16 +111,28 @@ class PatientContextPlugin(Plugin):
                 {"request": {"method": "GET", "url": p}},
             ]
         resp = await self.upstream.send(
-            "POST", "", "", None, orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries}),
-            ctx.request_id, extra_headers={"Content-Type": "application/fhir+json"},
+            "POST",
+            "",
+            "",
+            None,
+            orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+            ctx.request_id,
+            extra_headers={"Content-Type": "application/fhir+json"},
         )
         answers = resp.body.get("entry") if isinstance(resp.body, dict) else None
         if resp.status != 200 or not isinstance(answers, list) or len(answers) != len(entries):
-            raise error(502, "transient", "care.lookup-failed",
-                        "the patients' departments could not be looked up, so no access decision can be made",
-                        "无法查询患者所属科室,无法做出访问决策", "I.4")
+            raise error(
+                502,
+                "transient",
+                "care.lookup-failed",
+                "the patients' departments could not be looked up, so no access decision can be made",
+                "无法查询患者所属科室,无法做出访问决策",
+                "I.4",
+            )
         for i, p in enumerate(sorted(missing)):
-            enc, ct, pat = (a.get("resource") if isinstance(a, dict) else None for a in answers[3 * i : 3 * i + 3])
+            enc, ct, pat = (
+                a.get("resource") if isinstance(a, dict) else None for a in answers[3 * i : 3 * i + 3]
+            )
             facts = facts_from(enc, ct, pat)
             self._cache[p] = (now + self.ttl, facts)
             ctx.patient_context.setdefault(p, {}).update(facts)

@@ -1,101 +1,286 @@
 """Both engines must decide identically (DESIGN.md: the same policies run in a real OPA server and
 in the embedded engine, and CI proves both give the same decisions).
 
-The table crosses every role, purpose and interaction kind of the access data with targets and
-response entries that trigger each rule; every input is decided by the embedded engine and by a
-real OPA server loading the same opa_policies/.
+The table crosses every role and purpose of the policy data (plus an unknown role, a marketing
+purpose and none) with interactions on targets that trigger each rule of the notice's access model
+(purpose, grade, care relationship, grants in and out of their window, break-the-glass, seal,
+writes, side channels), and with response entries that trigger every per-entry rule; every input
+is decided by the embedded engine and by a real OPA server loading the same opa_policies/.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import Any
 
 import pytest
 
-from gateway.policy import policy_data
+from gateway.policy import policy_data, policy_modules
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.opa_server import OpaServerEngine
 from tests.conftest import POLICY_DIR
 
 pytestmark = pytest.mark.integration
 
-ACCESS = policy_data(POLICY_DIR)["emr"]["config"]["access"]
-ROLES = sorted(ACCESS["roles"]) + ["janitor"]
-PURPOSES = sorted(ACCESS["purposes"]) + ["HMARKT", None]
-V = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "V"}
+CONFIG = policy_data(POLICY_DIR)["emr"]["config"]
+ROLES = sorted(CONFIG["roles"]["roles"]) + ["janitor"]
+PURPOSES = sorted(CONFIG["purpose"]["purposes"]) + ["HMARKT", None]
+NOW = "2026-12-01T08:00:00.000Z"
+ICD = "http://hl7.org/fhir/sid/icd-10"
+CONF = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
-ACTIONS: list[tuple[str, str | None, str | None, dict[str, list[str]]]] = [
-    ("read", None, "Patient", {}),
-    ("read", None, "Condition", {}),
-    ("search-type", None, "Observation", {"patient": ["p1"]}),
-    ("search-type", None, "Observation", {"_summary": ["count"]}),
-    ("search-type", None, "Device", {}),
-    ("create", None, "Observation", {}),
-    ("delete", None, "Observation", {}),
-    ("operation", "$everything", "Patient", {}),
-    ("operation", "$export", None, {}),
-    ("graphql", "$graphql", None, {}),
-    ("capabilities", None, None, {}),
-    ("history-system", None, None, {}),
+
+def ctx(depts: list[str], team: list[str], **extra: Any) -> dict[str, Any]:
+    return {"departments": depts, "care_team": team, "flags": [], "sealed": False, "seal": None, **extra}
+
+
+PATIENTS = {
+    "Patient/p1": ctx(["cardiology"], ["u1"]),
+    "Patient/p2": ctx(["oncology"], []),
+    "Patient/vip": ctx(["cardiology"], [], flags=["VIP"]),
+    "Patient/staff": ctx(["oncology"], ["u1"], flags=["staff"]),
+    "Patient/sealed": ctx(
+        ["cardiology"], [], sealed=True, seal={"id": "s1", "authorised": ["u-auth"], "case": "舆情-2026-031"}
+    ),
+}
+
+GRANTS = {
+    "rotation": {
+        "id": "g-rot", "kind": "rotation", "dept": "cardiology", "purposes": ["TRAIN"],
+        "start": "2026-12-01T00:00:00Z", "end": "2026-12-31T23:59:59Z",
+    },
+    "vendor": {
+        "id": "g-ven", "kind": "vendor", "purposes": ["HOPERAT"],
+        "start": "2026-11-01T00:00:00Z", "end": "2027-11-01T00:00:00Z",
+        "scope": {"types": ["Device", "Encounter"], "fields": {"Device": ["id", "status"]},
+                  "interactions": ["read", "search-type"]},
+    },
+    "export": {
+        "id": "g-exp", "kind": "export", "purposes": ["HOPERAT"],
+        "start": "2026-11-01T00:00:00Z", "end": "2027-01-01T00:00:00Z",
+        "scope": {"types": ["Patient", "Observation"]},
+    },
+}  # fmt: skip
+
+# (interaction, operation, type, params, patients, conditional)
+ACTIONS: list[tuple[str, str | None, str | None, dict[str, list[str]], list[str], bool]] = [
+    ("read", None, "Patient", {}, ["Patient/p1"], False),
+    ("read", None, "Condition", {}, ["Patient/p2"], False),
+    ("read", None, "Patient", {}, ["Patient/vip"], False),
+    ("read", None, "Observation", {}, ["Patient/sealed"], False),
+    ("read", None, "Patient", {}, ["Patient/nobody"], False),
+    ("read", None, "Binary", {}, ["Patient/p1"], False),
+    ("search-type", None, "Observation", {"patient": ["p1"]}, ["Patient/p1"], False),
+    ("search-type", None, "Patient", {"name": ["王"]}, [], False),
+    ("search-type", None, "Observation", {"_summary": ["count"]}, [], False),
+    (
+        "search-type",
+        None,
+        "Observation",
+        {"_has:Condition:patient:code": ["B20"], "subject.name": ["王"]},
+        [],
+        False,
+    ),
+    ("search-type", None, "Device", {}, [], False),
+    ("history-system", None, None, {}, [], False),
+    ("create", None, "Observation", {}, ["Patient/p1"], False),
+    ("update", None, "Condition", {}, ["Patient/p1"], True),
+    ("delete", None, "Observation", {}, ["Patient/p2"], False),
+    ("create", None, "MedicationDispense", {}, ["Patient/staff"], False),
+    ("operation", "$everything", "Patient", {}, ["Patient/p1"], False),
+    ("operation", "$export", None, {"_type": ["Patient"]}, [], False),
+    ("graphql", "$graphql", None, {}, [], False),
+    ("capabilities", None, None, {}, [], False),
 ]
+
+
+def subject(roles: list[str], sid: str = "u1") -> dict[str, Any]:
+    grants = []
+    if {"student", "resident"} & set(roles):
+        grants.append(dict(GRANTS["rotation"], operator=sid))
+    if "vendor" in roles:
+        grants.append(dict(GRANTS["vendor"], operator=sid))
+    if "records_officer" in roles:
+        grants.append(dict(GRANTS["export"], operator=sid))
+    return {"id": sid, "name": "测试", "roles": roles, "dept": "cardiology", "org": "h1", "grants": grants}
+
+
+def base(roles: list[str], purpose: str | None, **extra: Any) -> dict[str, Any]:
+    doc = {
+        "subject": subject(roles),
+        "purpose": purpose,
+        "break_glass": None,
+        "time": NOW,
+        "request_id": "parity",
+        "action": {"interaction": "read", "method": "GET", "level": "instance", "operation": None, "conditional": False},
+        "target": {"type": "Patient", "id": "p1", "compartment": None, "patients": ["Patient/p1"],
+                   "params": {}, "if_none_exist": {}, "entries": []},
+        "patients": PATIENTS,
+    }  # fmt: skip
+    doc.update(extra)
+    return doc
 
 
 def request_inputs() -> list[dict[str, Any]]:
     out = []
-    for role, purpose, (interaction, op, rtype, params) in itertools.product(ROLES, PURPOSES, ACTIONS):
+    for role, purpose, (interaction, op, rtype, params, pts, cond) in itertools.product(
+        ROLES, PURPOSES, ACTIONS
+    ):
         out.append(
-            {
-                "subject": {"id": "u1", "roles": [role], "dept": "cardiology"},
-                "purpose": purpose,
-                "action": {"interaction": interaction, "operation": op, "method": "GET", "level": "type"},
-                "target": {"type": rtype, "id": None, "params": params, "entries": [], "patients": []},
-                "time": "2026-12-01T08:00:00.000Z",
-            }
+            base(
+                [role],
+                purpose,
+                action={"interaction": interaction, "method": "GET", "level": "type", "operation": op,
+                        "conditional": cond},
+                target={"type": rtype, "id": None, "compartment": None, "patients": pts, "params": params,
+                        "if_none_exist": {}, "entries": []},
+            )
+        )  # fmt: skip
+    # Break-the-glass: with and without a reason, on an unrelated and on a sealed patient.
+    for role, purpose, reason, patient in itertools.product(
+        ["physician", "nurse", "resident", "pharmacist"],
+        ["TREAT", "ETREAT", "BTG"],
+        [None, "", "arrest"],
+        ["Patient/p2", "Patient/sealed"],
+    ):
+        doc = base(
+            [role],
+            purpose,
+            target={"type": "Observation", "patients": [patient], "params": {}, "entries": []},
         )
-    for roles in (["pharmacist"], ["nurse"], ["student", "resident"], ["records_officer"]):
+        doc["break_glass"] = None if reason is None else {"reason": reason}
+        out.append(doc)
+    # Grants at the edges of their window, to the second.
+    for role, t in itertools.product(
+        ["student", "resident", "vendor", "records_officer"],
+        ["2026-11-30T23:59:59Z", "2026-12-01T00:00:00Z", "2026-12-31T23:59:58.999Z", "2026-12-31T23:59:59Z",
+         "2027-01-01T00:00:00Z", "2027-11-01T00:00:00Z"],
+    ):  # fmt: skip
+        purpose = {"vendor": "HOPERAT", "records_officer": "HOPERAT"}.get(role, "TRAIN")
+        out.append(base([role], purpose, time=t))
         out.append(
-            {
-                "subject": {"id": "u2", "roles": roles},
-                "purpose": "TREAT",
-                "action": {"interaction": "transaction", "operation": None},
-                "target": {
-                    "type": None,
-                    "params": {},
-                    "patients": [],
-                    "entries": [
-                        {"interaction": "create", "type": "Observation", "operation": None, "params": {}},
-                        {"interaction": "read", "type": "Condition", "operation": None, "params": {}},
-                        {"interaction": "delete", "type": "Patient", "operation": None, "params": {}},
-                        {
-                            "interaction": "operation",
-                            "type": "Patient",
-                            "operation": "$everything",
-                            "params": {},
-                        },
-                    ],
-                },
-            }
+            base([role], purpose, time=t, action={"interaction": "operation", "operation": "$export"},
+                 target={"type": None, "patients": [], "params": {"_type": ["Patient,Observation"]}, "entries": []})
+        )  # fmt: skip
+    # Several roles; seal-authorised operators; batches and transactions.
+    for roles in (["nurse", "pharmacist"], ["student", "resident"], ["vendor", "records_officer"],
+                  ["physician", "researcher"], ["security_officer", "physician"]):  # fmt: skip
+        for purpose in ("TREAT", "TRAIN", "HRESCH", "HOPERAT"):
+            for rtype, pts in (("Condition", ["Patient/p2"]), ("MedicationRequest", ["Patient/p2"]),
+                               ("Condition", ["Patient/p1"]), ("Device", [])):  # fmt: skip
+                out.append(
+                    base(roles, purpose, target={"type": rtype, "patients": pts, "params": {}, "entries": []})
+                )
+    authorised = base(
+        ["records_officer"], "HOPERAT", target={"type": "Patient", "patients": ["Patient/sealed"]}
+    )
+    authorised["subject"]["id"] = "u-auth"
+    out.append(authorised)
+    entries = [
+        {"interaction": "create", "type": "Observation", "operation": None, "params": {}, "patients": ["Patient/p1"]},
+        {"interaction": "read", "type": "Condition", "operation": None, "params": {}, "patients": ["Patient/p2"]},
+        {"interaction": "delete", "type": "Patient", "operation": None, "params": {}, "patients": ["Patient/p1"]},
+        {"interaction": "operation", "type": "Patient", "operation": "$everything", "params": {},
+         "patients": ["Patient/sealed"]},
+        {"interaction": "search-type", "type": "Observation", "operation": None, "params": {"subject.name": ["x"]},
+         "patients": [], "conditional": True},
+    ]  # fmt: skip
+    for roles, kind in itertools.product((["pharmacist"], ["nurse"], ["physician"], ["records_officer"]),
+                                         ("batch", "transaction")):  # fmt: skip
+        for chosen in (entries[:1], entries):
+            out.append(
+                base(roles, "TREAT", action={"interaction": kind, "operation": None},
+                     target={"type": None, "params": {}, "patients": ["Patient/p1", "Patient/p2"], "entries": chosen})
+            )  # fmt: skip
+    # Odd shapes: where regorus and OPA differ most (missing or mistyped fields must refuse alike).
+    odd = base(["student"], "TRAIN")
+    odd["subject"]["grants"] = [{k: v for k, v in GRANTS["rotation"].items() if k != "kind"}, "x", None]
+    out.append(odd)
+    out.append(base(["physician"], 7))
+    out.append(
+        base(
+            ["physician"],
+            "ETREAT",
+            break_glass={"reason": 5},
+            target={"type": "Patient", "patients": ["Patient/p2"]},
         )
+    )
+    out.append(
+        base(["physician"], "TREAT", patients={"Patient/p1": {"departments": None, "care_team": None}})
+    )
+    out.append(base(["physician"], "TREAT", subject={"id": "u1", "roles": "physician"}))
+    out.append(base(["physician"], "TREAT", action={}, target={}))
+    out.append(
+        base(
+            ["physician"],
+            "TREAT",
+            target={"type": "Patient", "patients": [None, 3, "Patient/p1"], "entries": [None]},
+        )
+    )
     return out
 
 
+def entry(rtype: str, patients: list[str], security=(), codes=(), tags=()) -> dict[str, Any]:
+    return {
+        "type": rtype, "id": f"{rtype}-1", "patient": patients[0] if patients else None, "patients": patients,
+        "security": list(security), "tags": list(tags), "codes": list(codes),
+        "kind": "entry", "path": "entry[0].resource", "search_mode": "match", "bundle_type": "searchset",
+    }  # fmt: skip
+
+
+ENTRIES = [
+    entry("Patient", ["Patient/p1"]),
+    entry("Patient", ["Patient/p2"]),
+    entry("Condition", ["Patient/p1"], codes=[{"system": ICD, "code": "B20.1"}]),
+    entry("Condition", ["Patient/p1"], codes=[{"system": ICD, "code": "F32"}]),
+    entry("Condition", ["Patient/p1"], codes=[{"system": ICD, "code": "F10.2"}]),
+    entry("Observation", ["Patient/p1"], security=[{"system": CONF, "code": "R"}]),
+    entry("Observation", ["Patient/p1"], security=[{"system": CONF, "code": "V"}]),
+    entry("Observation", ["Patient/p1"], tags=[{"system": ACT, "code": "PSY"}]),
+    entry("Observation", ["Patient/p1"], codes=[{"system": "http://loinc.org", "code": "51969-4"}]),
+    entry("Observation", ["Patient/vip"]),
+    entry("Encounter", ["Patient/staff"]),
+    entry("Observation", ["Patient/sealed"]),
+    entry("Observation", ["Patient/nobody"]),
+    entry("MedicationRequest", ["Patient/p2"]),
+    entry("Binary", ["Patient/p1"]),
+    entry("Practitioner", []),
+    entry("Device", []),
+    entry("Encounter", ["Patient/p1"]),
+    entry("Observation", ["Patient/p1", "Patient/p2"]),
+]
+
+
 def response_inputs() -> list[dict[str, Any]]:
-    entries = [
-        {"type": t, "id": f"{t}-1", "patient": "Patient/p1", "security": sec, "codes": [], "kind": "entry"}
-        for t in ("Patient", "Condition", "Observation", "MedicationRequest", "Device")
-        for sec in ([], [V])
-    ]
     out = []
     for role, purpose in itertools.product(ROLES, PURPOSES):
-        out.append({"subject": {"id": "u1", "roles": [role]}, "purpose": purpose, "entries": entries})
+        out.append(base([role], purpose, entries=ENTRIES))
+    for roles in (["student", "researcher"], ["student", "resident"], ["nurse", "pharmacist"],
+                  ["vendor", "records_officer"]):  # fmt: skip
+        for purpose in ("TREAT", "TRAIN", "HOPERAT"):
+            out.append(base(roles, purpose, entries=ENTRIES))
+    for role, purpose in itertools.product(["physician", "nurse"], ["ETREAT", "BTG"]):
+        out.append(base([role], purpose, break_glass={"reason": "arrest"}, entries=ENTRIES))
+    authorised = base(["physician"], "TREAT", entries=ENTRIES)
+    authorised["subject"]["id"] = "u-auth"
+    out.append(authorised)
     out.append(
-        {"subject": {"id": "u1", "roles": ["student", "researcher"]}, "purpose": "TRAIN", "entries": entries}
-    )
+        base(["physician"], None, action={"interaction": "capabilities"}, target={"type": None},
+             entries=[entry("CapabilityStatement", [])])
+    )  # fmt: skip
+    out.append(base(["physician"], "TREAT", entries=[]))
+    # Odd shapes: an entry the policy cannot read gets no verdict (the gateway then refuses).
     out.append(
-        {"subject": {"id": "u1", "roles": ["student", "resident"]}, "purpose": "TRAIN", "entries": entries}
+        base(
+            ["physician"],
+            "TREAT",
+            entries=[None, {"type": "Patient"}, dict(ENTRIES[0], patients="Patient/p1")],
+        )
     )
+    out.append(base(["physician"], "TREAT", entries=ENTRIES[:3], patients={"Patient/p1": {"flags": None}}))
     return out
 
 
@@ -126,16 +311,31 @@ async def test_engines_decide_identically(opa_server: Any) -> None:
             ("emr/response/decision", i) for i in response_inputs()
         ]
         assert len(cases) > 500
-        allowed = 0
+        allowed = kept = dropped = 0
         for path, doc in cases:
             a = await embedded.evaluate(path, doc)
             b = await opa.evaluate(path, doc)
             assert normalise(a) == normalise(b), f"engines disagree on {path} for {json.dumps(doc)[:400]}"
             allowed += bool(a.get("allow"))
+            for v in a.get("verdicts", []):
+                kept += v["keep"]
+                dropped += not v["keep"]
         # The table must exercise both outcomes, not only refusals.
-        assert 20 < allowed < len(cases) - 100
+        requests = sum(1 for p, _ in cases if p.startswith("emr/request"))
+        assert 20 < allowed < requests - 100
+        assert kept > 100 and dropped > 100
     finally:
         await opa.close()
+
+
+def test_policies_reference_other_packages_by_full_path() -> None:
+    """`import data.emr.x` then `x.rule` makes regorus evaluate the whole package x on each
+    reference, and inside functions it can answer undefined where OPA answers a value: policy
+    modules refer to other packages as data.emr.<package>.<name> (opa_policies/README.md)."""
+    offenders = [
+        name for name, text in policy_modules(POLICY_DIR).items() if re.search(r"^import data\.", text, re.M)
+    ]
+    assert offenders == []
 
 
 async def test_embedded_engine_faults_are_refusals(tmp_path) -> None:

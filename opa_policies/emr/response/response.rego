@@ -1,68 +1,238 @@
 # The response decision: one verdict per resource that comes back (search entries, includes,
-# contained resources, $everything, batch/transaction responses), in the order of input.entries.
-# Asked once per response, never once per resource. Contract: opa_policies/README.md.
+# contained resources, $everything, batch/transaction responses), in the order of input.entries,
+# plus the alerts the response raises. Asked once per response, never once per resource: what
+# depends only on the operator, the purpose, the resource type or the patient is computed once per
+# query (rules); per entry there are only lookups. Contract: opa_policies/README.md.
+# entry.patients is authoritative (entry.patient is its first element).
 package emr.response
 
 import rego.v1
 
-import data.emr.access
+# An entry that is not an object, or lacks type, patients, codes, security or tags (arrays), gets
+# no verdict: the gateway, seeing one verdict too few, refuses (fail closed).
+entries := input.entries
 
-confidentiality_system := "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-
-decision := {"verdicts": [verdict(e) | some e in input.entries]}
-
-verdict(e) := {
-	"keep": count(drops) == 0,
-	"redact": object.get(redactions_by_type, e.type, []),
-	"reasons": [r | some r in drops],
-} if {
-	drops := type_drop(e) | label_drop(e)
-}
-
-# What depends only on the operator and purpose is computed once per response, not per entry:
-# a 100-entry search costs one role lookup, not a hundred.
-visible_types contains t if {
-	some r in access.active_roles
-	some t in access.cfg.roles[r].read_types
-}
-
-type_visible(t) if {
-	"*" in visible_types
-	not t in access.cfg.explicit_only_types
-}
-
-type_visible(t) if t in visible_types
-
-redactions_by_type[t] := sort([f | some f in redactions(t)]) if {
-	some t in {e.type | some e in input.entries}
-}
-
-# I.4 minimum necessary: a resource type the roles may not see is withheld wherever it appears.
-type_drop(e) := set() if {
-	type_visible(e.type)
-} else := {access.reason(
-	"type.not-visible", "I.4",
-	sprintf("%s withheld: the operator's roles may not see this resource type", [e.type]),
-	sprintf("已隐去 %s:操作人员的角色无权查看该类资源", [e.type]),
-)}
-
-# I.4 graded access: records labelled very restricted (Confidentiality V) only for listed roles.
-label_drop(e) := {access.reason(
-	"label.very-restricted", "I.4",
-	sprintf("%s withheld: it is labelled very restricted", [e.type]),
-	sprintf("已隐去 %s:该记录标记为极高敏感", [e.type]),
-)} if {
-	some s in e.security
-	s.system == confidentiality_system
-	s.code == "V"
-	not access.sees_very_restricted
-} else := set()
-
-# I.4 field-level minimum necessary: a field is withheld when every active role withholds it.
-redactions(t) := {f |
-	some r in access.active_roles
-	some f in access.role_redactions(r, t)
-	every other in access.active_roles {
-		f in access.role_redactions(other, t)
+# Per resource type, once: its base grade, the active roles that may see it, what is removed from it
+# and how it is changed, and why it would be withheld whatever the entry holds.
+type_info[t] := info if {
+	some t in entry_types
+	visible_to := [r | some r in data.emr.roles.active; data.emr.roles.reads_type(r, t)]
+	field_reasons := fields_reasons(t)
+	info := {
+		"base": data.emr.grading.base(t),
+		"visible_to": visible_to,
+		"roles": roles_if_fields(visible_to, field_reasons),
+		"exempt": exempt_count(t),
+		"redact": data.emr.fields.redact(t),
+		"transform": data.emr.fields.transform(t),
+		"type_reasons": type_reasons(t, visible_to),
+		"field_reasons": field_reasons,
 	}
 }
+
+entry_types := {t | some e in entries; t := e.type; is_string(t)}
+
+roles_if_fields(visible_to, field_reasons) := visible_to if count(field_reasons) == 0
+
+else := []
+
+# The capability statement (no purpose needed to ask for it) is not patient data.
+exempt_count(t) := 1 if {
+	data.emr.lib.exempt
+	t in data.emr.lib.cfg.exempt_response_types
+} else := 0
+
+cap := data.emr.roles.cap
+
+reach := data.emr.care.reach
+
+denied := data.emr.seal.denied
+
+pseudonymise := data.emr.fields.pseudonymise
+
+# Entries of a response repeat the same codings and the same patients: each distinct content
+# (codes, security, tags) is graded once and each distinct patient list is checked once.
+content_grade := {k: g |
+	coded := coding_grade
+	some k in {[e.codes, e.security, e.tags] | some e in entries}
+	g := max(array.concat(
+		array.concat([0], [x | some c in k[0]; x := coded[c]]),
+		array.concat(data.emr.grading.label_grades(k[1]), data.emr.grading.label_grades(k[2])),
+	))
+}
+
+# Each distinct coding of the response graded once (only the sensitive ones get a grade).
+coding_grade := {c: g |
+	some c in {x | some e in entries; is_array(e.codes); some x in e.codes}
+	g := max(data.emr.grading.code_grades([c]))
+}
+
+# Per distinct patient list: the grade the patients' flags impose (VIP, staff), and the active
+# roles that reach every patient in it, none sealed to the operator (emr.care, emr.seal).
+patient_lists[ps] := facts if {
+	some ps in {e.patients | some e in entries; is_array(e.patients)}
+	facts := {
+		"grade": max(array.concat([0], [g | some p in ps; g := flag_grade[p]])),
+		"roles": {r | some r, reached in open_reach; every p in ps { p in reached }},
+	}
+}
+
+flag_grade := data.emr.grading.flag_grade
+
+# Per active role: the patients it reaches whose records are not sealed to the operator.
+open_reach[r] := ps if {
+	some r, reached in reach
+	ps := reached - denied
+}
+
+# Per entry, only lookups (a function call per entry would cost more than they do): the grade is
+# the highest of type, content and patient flags (emr.grading); the entry is kept iff one active
+# role may see the type at that grade and reaches all its patients (emr.roles, emr.care, emr.seal,
+# emr.fields). Why an entry is withheld is worked out only for the entries withheld.
+verdicts := vs if {
+	# Rules bound to local names once: a lookup through a rule inside the loop costs more in regorus.
+	types := type_info
+	contents := content_grade
+	lists := patient_lists
+	caps := cap
+	pseudo := pseudonymise
+	vs := [v |
+		some e in entries
+		info := types[e.type]
+		pl := lists[e.patients]
+		g := max([info.base, contents[[e.codes, e.security, e.tags]], pl.grade])
+		ok := [r | some r in info.roles; r in pl.roles; g <= caps[r]]
+		keep := (count(ok) + info.exempt) > 0
+		v := {
+			"keep": keep,
+			"grade": g,
+			"redact": info.redact,
+			"transform": info.transform,
+			"pseudonymise": pseudo,
+			"reasons": reasons(keep, info, g, e.patients),
+		}
+	]
+}
+
+decision := {"verdicts": verdicts, "obligations": obligations}
+
+# --- why an entry is withheld (only for withheld entries) -----------------------------------------
+
+reasons(true, _, _, _) := []
+
+reasons(false, info, g, ps) := array.concat(
+	array.concat([seal_reason[p] | some p in ps; seal_reason[p]], access_reasons(info, g, ps)),
+	info.field_reasons,
+)
+
+# Seal aside: does some role allow it? If not, which part fails (type, grade, patient)? If each
+# part is allowed by some role but no single role allows all, say so.
+access_reasons(info, g, ps) := [] if {
+	some r in info.visible_to
+	g <= cap[r]
+	every p in ps {
+		p in reach[r]
+	}
+} else := rs if {
+	rs := array.concat(
+		array.concat(info.type_reasons, grade_reasons(g)),
+		[care_reason[p] | some p in ps; care_reason[p]],
+	)
+	count(rs) > 0
+} else := [combination_reason]
+
+# I.4 minimum necessary: a type no active role may see is withheld wherever it appears.
+type_reasons(t, visible_to) := [data.emr.lib.reason(
+	"type.not-visible", "I.4",
+	sprintf("%s withheld: the operator's roles may not see this resource type for purpose %s", [t, data.emr.lib.purpose]),
+	sprintf("已隐去 %s:操作人员的角色无权以 %s 为目的查看该类资源", [t, data.emr.lib.purpose]),
+)] if count(visible_to) == 0
+
+else := []
+
+# I.4 graded access: above the highest grade the active roles may see for the purpose.
+grade_reasons(g) := [grade_reason[g]] if g > data.emr.roles.max_cap
+
+else := []
+
+grade_reason[g] := r if {
+	some g in numbers.range(1, 5)
+	g > data.emr.roles.max_cap
+	r := data.emr.lib.reason(
+		"grade.exceeded", "I.4",
+		sprintf("withheld: the record is grade %d (sensitive codes, security labels or patient flags), your roles may see up to grade %d for purpose %s", [g, data.emr.roles.max_cap, data.emr.lib.purpose]),
+		sprintf("已隐去:该记录为 %d 级(敏感编码、安全标签或患者标记),您的角色以 %s 为目的最高可查看 %d 级", [g, data.emr.lib.purpose, data.emr.roles.max_cap]),
+	)
+}
+
+# I.4: records of patients the operator has no care relationship with are withheld (this is how a
+# clinician's Patient?name= search returns only related patients).
+care_reason[p] := r if {
+	some p in response_patients
+	data.emr.lib.patients[p]
+	not p in data.emr.care.reach_any
+	r := data.emr.lib.reason(
+		"care.no-relationship", "I.4",
+		sprintf("withheld: no care relationship with %s: %s", [p, data.emr.care.hint.en]),
+		sprintf("已隐去:与 %s 无诊疗关系:%s", [p, data.emr.care.hint.zh]),
+	)
+}
+
+care_reason[p] := r if {
+	some p in response_patients
+	not data.emr.lib.patients[p]
+	r := data.emr.lib.reason(
+		"care.no-relationship", "I.4",
+		sprintf("withheld: the gateway supplied no context for %s (departments, care team, seal): refused", [p]),
+		sprintf("已隐去:网关未提供 %s 的患者信息(科室、诊疗组、封存状态),不予提供", [p]),
+	)
+}
+
+# I.4 封存.
+seal_reason[p] := r if {
+	some p in response_patients
+	p in denied
+	r := data.emr.seal.reason("withheld: ", "已隐去:", {p})
+}
+
+combination_reason := data.emr.lib.reason(
+	"role.combination", "I.4",
+	"withheld: no single role of yours permits it (permissions of different roles are not combined)",
+	"已隐去:您的任一角色均不能单独查看该记录(不同角色的权限不叠加)",
+)
+
+response_patients := {p | some e in entries; is_array(e.patients); some p in e.patients}
+
+# II.1: a vendor whose agreement names no elements of the type gets none of it.
+fields_reasons(t) := [data.emr.fields.no_fields_reason(t)] if data.emr.fields.no_fields(t)
+
+else := []
+
+# --- alerts (II.3), computed only when some patient of the input is concerned -------------------
+
+break_glass_patients := {p |
+	count(data.emr.care.waiver) > 0
+	some i, v in verdicts
+	v.keep
+	some p in entries[i].patients
+	p in data.emr.care.waiver_only
+}
+
+sealed_denied := {p |
+	count(denied) > 0
+	some p in response_patients
+	p in denied
+}
+
+sealed_allowed := {p |
+	count(data.emr.seal.allowed) > 0
+	some i, v in verdicts
+	v.keep
+	some p in entries[i].patients
+	p in data.emr.seal.allowed
+}
+
+obligations := array.concat(
+	array.concat(data.emr.care.alerts(break_glass_patients), data.emr.seal.denied_alerts(sealed_denied)),
+	data.emr.seal.allowed_alerts(sealed_allowed),
+)

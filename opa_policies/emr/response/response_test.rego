@@ -2,80 +2,73 @@ package emr.response_test
 
 import rego.v1
 
+import data.emr.fixtures as f
 import data.emr.response
 
-v_label := {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "V"}
-
-inp(roles, purpose, entries) := {
-	"subject": {"id": "u1", "roles": roles},
-	"purpose": purpose,
-	"entries": entries,
-}
-
 test_one_verdict_per_entry_in_order if {
-	entries := [{"type": "Patient", "security": []}, {"type": "Condition", "security": []}, {"type": "Observation", "security": []}]
-	d := response.decision with input as inp(["pharmacist"], "TREAT", entries)
-	[v.keep | some v in d.verdicts] == [true, false, true]
+	entries := [f.entry("Patient", ["Patient/p2"]), f.entry("Condition", ["Patient/p2"]), f.entry("Observation", ["Patient/p2"])]
+	d := response.decision with input as f.resp("ph-1", "TREAT", entries)
+	f.kept(d) == [true, false, true]
+	every v in d.verdicts {
+		object.keys(v) == {"keep", "grade", "redact", "transform", "pseudonymise", "reasons"}
+	}
+	d.verdicts[1].grade == 3
+	[r.rule | some r in d.verdicts[1].reasons] == ["type.not-visible"]
+	d.verdicts[1].reasons[0].clause == "I.4"
 }
 
-# I.4 minimum necessary: types outside the role's scope are dropped wherever they appear.
-test_pharmacist_loses_conditions if {
-	d := response.decision with input as inp(["pharmacist"], "TREAT", [{"type": "Condition", "security": []}])
-	v := d.verdicts[0]
-	not v.keep
-	v.reasons[0].rule == "type.not-visible"
-	v.reasons[0].clause == "I.4"
+test_empty_response if {
+	d := response.decision with input as f.resp("dr-li", "TREAT", [])
+	d == {"verdicts": [], "obligations": []}
 }
 
-test_pharmacist_patient_redacted if {
-	d := response.decision with input as inp(["pharmacist"], "TREAT", [{"type": "Patient", "security": []}])
-	d.verdicts[0].keep
-	d.verdicts[0].redact == ["address", "contact", "photo", "telecom"]
+# I.4 graded access: a nurse (TREAT: up to grade 4) loses very restricted records, a physician not.
+test_grade_exceeded if {
+	entries := [f.labelled("Condition", ["Patient/p1"], f.conf, "V"), f.coded("Condition", ["Patient/p1"], f.icd, "B20"), f.entry("Condition", ["Patient/p1"])]
+	d := response.decision with input as f.resp("nurse-zhao", "TREAT", entries)
+	f.kept(d) == [false, false, true]
+	[r.rule | some r in d.verdicts[0].reasons] == ["grade.exceeded"]
+	contains(d.verdicts[0].reasons[0].en, "grade 5")
+	d2 := response.decision with input as f.resp("dr-li", "TREAT", entries)
+	f.kept(d2) == [true, true, true]
+	d3 := response.decision with input as f.resp("nurse-zhao", "ETREAT", entries)
+	f.kept(d3) == [true, true, true]
 }
 
-test_physician_sees_everything_unredacted if {
-	d := response.decision with input as inp(["physician"], "TREAT", [{"type": "Patient", "security": []}, {"type": "Condition", "security": [v_label]}])
-	[v.keep | some v in d.verdicts] == [true, true]
-	[v.redact | some v in d.verdicts] == [[], []]
+# Binary only for roles that name it.
+test_binary if {
+	d := response.decision with input as f.resp("dr-li", "TREAT", [f.entry("Binary", ["Patient/p1"])])
+	f.kept(d) == [false]
+	d2 := response.decision with input as f.resp("rec-chen", "HOPERAT", [f.entry("Binary", ["Patient/p1"])])
+	f.kept(d2) == [true]
 }
 
-# I.4 graded access: very restricted records only for the listed roles.
-test_nurse_loses_very_restricted if {
-	d := response.decision with input as inp(["nurse"], "TREAT", [{"type": "Condition", "security": [v_label]}, {"type": "Condition", "security": []}])
-	[v.keep | some v in d.verdicts] == [false, true]
-	d.verdicts[0].reasons[0].rule == "label.very-restricted"
-}
-
-test_other_confidentiality_system_ignored if {
-	d := response.decision with input as inp(["nurse"], "TREAT", [{"type": "Condition", "security": [{"system": "urn:other", "code": "V"}]}])
-	d.verdicts[0].keep
-}
-
-test_student_gets_deidentified_patient if {
-	d := response.decision with input as inp(["student"], "TRAIN", [{"type": "Patient", "security": []}, {"type": "Observation", "security": []}])
-	d.verdicts[0].redact == ["address", "contact", "identifier", "name", "patient.display", "photo", "subject.display", "telecom"]
-	d.verdicts[1].redact == ["patient.display", "subject.display"]
-}
-
-# A field is withheld only if every active role withholds it.
-test_redaction_is_the_intersection_of_roles if {
-	d := response.decision with input as inp(["student", "resident"], "TRAIN", [{"type": "Patient", "security": []}])
-	d.verdicts[0].redact == []
-}
-
+# No active role (wrong purpose): everything withheld.
 test_no_active_role_drops_everything if {
-	d := response.decision with input as inp(["student"], "TREAT", [{"type": "Patient", "security": []}])
-	not d.verdicts[0].keep
+	d := response.decision with input as f.resp("stu-001", "TREAT", [f.entry("Patient", ["Patient/p1"]), f.entry("Organization", [])])
+	f.kept(d) == [false, false]
 }
 
-test_empty_entries if {
-	d := response.decision with input as inp(["nurse"], "TREAT", [])
-	d.verdicts == []
+# Permissions of two roles are not combined in responses either.
+test_roles_not_combined if {
+	s := {"id": "np-1", "roles": ["nurse", "pharmacist"], "dept": "cardiology", "grants": []}
+	d := response.decision with input as f.with_subject(f.resp("dr-li", "TREAT", [f.entry("Condition", ["Patient/p2"]), f.entry("MedicationRequest", ["Patient/p2"]), f.entry("Condition", ["Patient/p1"])]), s)
+	f.kept(d) == [false, true, true]
+	[r.rule | some r in d.verdicts[0].reasons] == ["role.combination"]
 }
 
-test_binary_withheld_unless_listed if {
-	d := response.decision with input as inp(["physician"], "TREAT", [{"type": "Binary", "security": []}])
-	not d.verdicts[0].keep
-	d2 := response.decision with input as inp(["records_officer"], "HOPERAT", [{"type": "Binary", "security": []}])
-	d2.verdicts[0].keep
+# The capability statement needs no purpose.
+test_capability_statement if {
+	inp := object.union(f.req("x", null, "capabilities", null, []), {"entries": [f.entry("CapabilityStatement", [])]})
+	d := response.decision with input as inp
+	f.kept(d) == [true]
+	d.verdicts[0].grade == 1
+	d2 := response.decision with input as object.union(inp, {"entries": [f.entry("Patient", ["Patient/p1"])]})
+	f.kept(d2) == [false]
+}
+
+# Fail closed: an entry without type or patients gets no verdict (the gateway refuses).
+test_malformed_entry_gets_no_verdict if {
+	d := response.decision with input as f.resp("dr-li", "TREAT", [object.remove(f.entry("Patient", ["Patient/p1"]), ["patients"]), f.entry("Patient", ["Patient/p1"])])
+	count(d.verdicts) == 1
 }
