@@ -206,6 +206,8 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     )
     ctx.upstream_ms = (time.perf_counter() - t0) * 1000
     ctx.upstream_status = upstream.status
+    if ctx.fhir.is_write:
+        _record_version_after(ctx, upstream)
     if upstream.body is not None and not (
         isinstance(upstream.body, dict) and isinstance(upstream.body.get("resourceType"), str)
     ):
@@ -239,6 +241,24 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     for plugin in gw.plugins:
         await plugin.before_release(ctx, upstream.body)
     return _json_response(upstream.status, upstream.body, ctx, headers)
+
+
+def _record_version_after(ctx: RequestContext, upstream: Any) -> None:
+    """Who changed what (I.3, II.2): the version a write produced, beside the version it replaced."""
+    after: list[str | None] = []
+    body = upstream.body if isinstance(upstream.body, dict) else {}
+    if body.get("resourceType") == "Bundle" and body.get("type") in (
+        "batch-response",
+        "transaction-response",
+    ):
+        for entry in body.get("entry") or []:
+            etag = ((entry or {}).get("response") or {}).get("etag")
+            after.append(etag.removeprefix("W/").strip('"') if isinstance(etag, str) else None)
+    else:
+        version = (body.get("meta") or {}).get("versionId") if body else None
+        etag = upstream.headers.get("ETag")
+        after.append(version or (etag.removeprefix("W/").strip('"') if etag else None))
+    ctx.audit_extra["versions_after"] = after
 
 
 def _without_elements(ctx: RequestContext, pairs: list[tuple[str, str]]) -> str:

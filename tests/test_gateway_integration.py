@@ -736,7 +736,10 @@ async def test_write_cannot_touch_a_record_the_operator_may_not_see(
         },
     )
     assert resp.status == 200
-    assert gw.audit()[-1]["extra"]["versions_before"] == [hidden["meta"]["versionId"]]
+    record = gw.audit()[-1]
+    assert record["extra"]["versions_before"] == [hidden["meta"]["versionId"]]
+    after = record["extra"]["versions_after"]
+    assert len(after) == 1 and after[0] and after[0] != hidden["meta"]["versionId"]
 
 
 async def test_conditional_writes_are_refused(gw: Harness, idp: Any, fhir_server: Any) -> None:
