@@ -351,3 +351,48 @@ async def test_policy_explain_says_why_without_touching_the_upstream(story: Stor
             "/admin/policy/explain", json=body, headers={"Authorization": f"Bearer {nurse}"}
         )
     ).status == 403
+
+
+# --- vendors (II.1) -------------------------------------------------------------------------------
+
+
+async def test_vendor_sees_only_the_fields_its_agreement_names(story: Story) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"{story.fhir.base}/Device",
+            json={
+                "resourceType": "Device",
+                "status": "active",
+                "manufacturer": "Mindray",
+                "serialNumber": "SN-1",
+                "note": [{"text": "bed 12, patient 王伟"}],
+            },
+        ) as r:
+            device = await r.json(content_type=None)
+    now = datetime.now(UTC)
+    await story.store.create_grant(
+        {
+            "kind": "vendor",
+            "operator": "ven-mindray",
+            "purposes": ["HOPERAT"],
+            "start": iso(now - timedelta(days=1)),
+            "end": iso(now + timedelta(days=30)),
+            "agreement": "VA-2026-07",
+            "supervisor": "sec-wang",
+            "scope": {
+                "types": ["Device"],
+                "fields": {"Device": ["status", "manufacturer"]},
+                "interactions": ["read"],
+            },
+        },
+        by="sec-wang",
+    )
+    status, body = await story.get(f"/fhir/Device/{device['id']}", "vendor", "ven-mindray", purpose="HOPERAT")
+    assert status == 200
+    assert set(body) - {"meta"} == {"resourceType", "id", "status", "manufacturer"}
+    assert "王伟" not in json.dumps(body, ensure_ascii=False)
+    # Outside the agreement's scope: another type, or without an agreement at all.
+    status, body = await story.get("/fhir/Patient?_count=1", "vendor", "ven-mindray", purpose="HOPERAT")
+    assert status == 403
+    status, body = await story.get(f"/fhir/Device/{device['id']}", "vendor", "ven-other", purpose="HOPERAT")
+    assert status == 403 and "grant.no-agreement" in rules(body)
