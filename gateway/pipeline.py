@@ -8,6 +8,7 @@ be written, nothing but a 503 leaves (fail closed).
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Awaitable
@@ -173,6 +174,7 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
         )
     if ctx.fhir.is_write:
         validate_write(ctx.fhir, request.content_type.lower())
+        ctx.audit_extra["body_hash"] = _sha256(raw_body)
     # 3. Context the decision needs (purpose, and later grants and seals).
     for plugin in gw.plugins:
         await plugin.before_decision(ctx)
@@ -241,6 +243,10 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     for plugin in gw.plugins:
         await plugin.before_release(ctx, upstream.body)
     return _json_response(upstream.status, upstream.body, ctx, headers)
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _record_version_after(ctx: RequestContext, upstream: Any) -> None:
@@ -319,6 +325,10 @@ async def _check_current_versions(
             raise GatewayError(403, "forbidden", refused or [withheld])
     versions = [((body.get("meta") or {}).get("versionId"), etag) for body, etag in currents]
     ctx.audit_extra["versions_before"] = [v for v, _ in versions]
+    # Hashes of what was there, so "who changed what" is answerable from the audit alone (I.3, II.2).
+    ctx.audit_extra["body_hashes_before"] = [
+        _sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)) for body, _ in currents
+    ]
     top = ctx.fhir
     if (
         top in targets

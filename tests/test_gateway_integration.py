@@ -740,6 +740,9 @@ async def test_write_cannot_touch_a_record_the_operator_may_not_see(
     assert record["extra"]["versions_before"] == [hidden["meta"]["versionId"]]
     after = record["extra"]["versions_after"]
     assert len(after) == 1 and after[0] and after[0] != hidden["meta"]["versionId"]
+    assert (
+        record["extra"]["body_hash"].startswith("sha256:") and len(record["extra"]["body_hashes_before"]) == 1
+    )
 
 
 async def test_conditional_writes_are_refused(gw: Harness, idp: Any, fhir_server: Any) -> None:
