@@ -10,13 +10,17 @@ orjson) to ``audit_log`` for log shipping.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
 import structlog
 
+from gateway.audit_chain import load_private_key, sign_checkpoint
 from gateway.context import RequestContext
 from gateway.store import Store
 
@@ -75,14 +79,71 @@ def build_record(ctx: RequestContext) -> dict[str, Any]:
     }
 
 
+class Checkpointer:
+    """Signs the audit chain's head every few seconds into a file outside the database (II.2)."""
+
+    def __init__(self, store: Store, key_file: str, checkpoint_file: str, interval: float, log: Any) -> None:
+        self.store = store
+        self.key = load_private_key(key_file)
+        self.path = Path(checkpoint_file)
+        self.interval = interval
+        self.log = log
+        self.signed_seq = -1
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._task = asyncio.create_task(self._loop(), name="emrguard-audit-checkpoints")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.checkpoint()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.checkpoint()
+            except OSError:
+                self.log.error("audit_checkpoint_failed", path=str(self.path))
+
+    async def checkpoint(self) -> dict[str, Any] | None:
+        head, seq = self.store.chain_head
+        if seq == 0 or seq == self.signed_seq:
+            return None
+        cp = sign_checkpoint(
+            self.key, seq, head, datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        )
+        line = orjson.dumps(cp) + b"\n"
+        await asyncio.to_thread(self._append, line)
+        self.signed_seq = seq
+        self.log.info("audit_checkpoint", **cp)
+        return cp
+
+    def _append(self, line: bytes) -> None:
+        with open(self.path, "ab") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
 class AuditLog:
     """Writes each record to the store (first: that is the durable copy) and to the JSON-lines log."""
 
-    def __init__(self, store: Store, destination: str) -> None:
+    def __init__(
+        self, store: Store, destination: str, checkpoints: tuple[str, str, float] | None = None
+    ) -> None:
         self.store = store
         self.destination = destination
         self._file: IO[bytes] | None = None
         self._log: Any = None
+        self._checkpoint_settings = checkpoints
+        self.checkpointer: Checkpointer | None = None
 
     def start(self) -> None:
         if self.destination == "-":
@@ -94,8 +155,14 @@ class AuditLog:
             structlog.BytesLogger(stream),
             processors=[structlog.processors.JSONRenderer(serializer=orjson.dumps)],
         )
+        if self._checkpoint_settings:
+            key_file, checkpoint_file, interval = self._checkpoint_settings
+            self.checkpointer = Checkpointer(self.store, key_file, checkpoint_file, interval, self._log)
+            self.checkpointer.start()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -60,6 +60,29 @@ def _dev_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    """Exit 0 if the audit chain and its checkpoints are intact, 1 if not (II.2)."""
+    import json
+    import os
+
+    from gateway.audit_chain import load_public_key, verify
+
+    db = args.db or os.environ.get("EMRGUARD_DB", "var/emrguard.sqlite")
+    checkpoints = args.checkpoints or os.environ.get("EMRGUARD_AUDIT_CHECKPOINT_FILE") or None
+    key_file = args.public_key or os.environ.get("EMRGUARD_AUDIT_SIGNING_KEY_FILE") or None
+    if not os.path.exists(db):
+        print(f"emrguard: no audit store at {db}", file=sys.stderr)
+        return 2
+    result = verify(db, checkpoints, load_public_key(key_file) if key_file else None)
+    print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    if not result.ok:
+        print(
+            f"emrguard: audit trail BROKEN at record {result.first_broken_seq}: {result.problems[0]}",
+            file=sys.stderr,
+        )
+    return 0 if result.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="emrguard", description="EMR Guard: a FHIR gateway for 国卫办医政函〔2025〕262号"
@@ -86,6 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--audience", default="emrguard")
     tok.add_argument("--key-dir", default="var/dev-keys")
     tok.set_defaults(func=_dev_token)
+    audit = sub.add_parser("audit", help="the audit trail (II.2)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    ver = audit_sub.add_parser(
+        "verify", help="check the hash chain and the signed checkpoints; names the first broken record"
+    )
+    ver.add_argument("--db", help="SQLite store (default: $EMRGUARD_DB)")
+    ver.add_argument("--checkpoints", help="checkpoint file (default: $EMRGUARD_AUDIT_CHECKPOINT_FILE)")
+    ver.add_argument(
+        "--public-key", help="Ed25519 public (or private) key PEM (default: $EMRGUARD_AUDIT_SIGNING_KEY_FILE)"
+    )
+    ver.set_defaults(func=_audit_verify)
     args = parser.parse_args(argv)
     if getattr(args, "role", "unset") is None:
         args.role = ["physician"]

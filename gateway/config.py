@@ -75,6 +75,12 @@ class Settings:
     # --- state and audit -------------------------------------------------------------------
     db: str = "var/emrguard.sqlite"
     audit_log: str = "-"
+    #: Ed25519 private key (PEM) that signs audit-chain checkpoints (II.2 tamper evidence). Without
+    #: it the chain still detects edits, deletions and swaps, but not a truncated tail.
+    audit_signing_key_file: str = ""
+    #: Where signed checkpoints go (JSON lines, outside the database); they also go to the log stream.
+    audit_checkpoint_file: str = ""
+    audit_checkpoint_interval_seconds: float = 5.0
     # --- pipeline switches (bench floor only: see `make bench`) -----------------------------
     #: Turns policy, filtering and audit off: a bare pass-through, the floor of this stack.
     #: Refused unless ``unsafe_bench_mode_acknowledged`` is also set; never in production.
@@ -251,6 +257,13 @@ def validate(s: Settings) -> None:
             "config key 'pseudonym_secret': at least 32 characters are required (research pseudonyms, I.4); "
             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
+    if s.audit_signing_key_file:
+        if not Path(s.audit_signing_key_file).is_file():
+            raise ConfigError(
+                f"config key 'audit_signing_key_file': '{s.audit_signing_key_file}' is not a readable file"
+            )
+        if not s.audit_checkpoint_file:
+            raise ConfigError("config key 'audit_checkpoint_file' is required with 'audit_signing_key_file'")
     if not s.audit_log:
         raise ConfigError("config key 'audit_log' is required (a file path, or '-' for stdout)")
 

@@ -44,7 +44,17 @@ class Gateway:
             engine=make_engine(settings),
             upstream=UpstreamClient(settings),
             store=store,
-            audit=AuditLog(store, settings.audit_log),
+            audit=AuditLog(
+                store,
+                settings.audit_log,
+                (
+                    settings.audit_signing_key_file,
+                    settings.audit_checkpoint_file,
+                    settings.audit_checkpoint_interval_seconds,
+                )
+                if settings.audit_signing_key_file
+                else None,
+            ),
             plugins=load_plugins(settings.plugins),
             pseudonymiser=Pseudonymiser(settings.pseudonym_secret) if settings.pseudonym_secret else None,
         )
@@ -65,7 +75,7 @@ class Gateway:
         await self.engine.close()
         await self.verifier.close()
         await self.upstream.close()
-        self.audit.close()
+        await self.audit.close()
         await self.store.close()
 
     async def readiness(self) -> dict[str, bool]:

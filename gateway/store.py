@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from gateway.audit_chain import GENESIS, canonical, chain_hash
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,7 +42,9 @@ CREATE TABLE IF NOT EXISTS audit (
     resource_type TEXT,
     decision     TEXT NOT NULL,
     status       INTEGER NOT NULL,
-    record       BLOB NOT NULL           -- the whole audit record, JSON (gateway/audit.py)
+    record       BLOB NOT NULL,          -- the whole audit record, canonical JSON (gateway/audit.py)
+    prev_hash    TEXT NOT NULL,          -- hash chain (gateway/audit_chain.py): tamper evidence, II.2
+    hash         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_operator_time ON audit (operator, time);
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
@@ -181,6 +185,8 @@ class Store:
         self._wakeup: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._inflight: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        #: (hash, seq) of the newest committed audit record; only the writer thread moves it.
+        self.chain_head: tuple[str, int] = (GENESIS, 0)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -192,6 +198,8 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
+        row = db.execute("SELECT hash, seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        self.chain_head = (row[0], row[1]) if row else (GENESIS, 0)
         self._db = db
 
     async def start(self) -> None:
@@ -234,7 +242,7 @@ class Store:
         if self._db is None or self._wakeup is None:
             raise StoreClosed("store is not open")
         # Serialised here, so a record that cannot be encoded fails its own request, not the batch.
-        encoded = orjson.dumps(record)
+        encoded = canonical(record)  # the exact bytes the hash chain covers
         await self._enqueue({**record, "_json": encoded})
 
     async def _enqueue(self, item: dict[str, Any]) -> None:
@@ -281,6 +289,7 @@ class Store:
         if db is None:
             raise StoreClosed("store closed")
         db.execute("BEGIN IMMEDIATE")
+        head, head_seq = self.chain_head
         try:
             for record in records:
                 if record.get("_kind") == "alert":
@@ -298,9 +307,11 @@ class Store:
                         ),
                     )
                     continue
+                prev = head
+                head = chain_hash(prev, record["_json"])
                 cur = db.execute(
-                    "INSERT INTO audit (request_id, time, operator, purpose, interaction, resource_type, decision, status, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO audit (request_id, time, operator, purpose, interaction, resource_type, decision, status,"
+                    " record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record["request_id"],
                         record["time"],
@@ -311,9 +322,12 @@ class Store:
                         record["decision"],
                         record["status"],
                         record["_json"],
+                        prev,
+                        head,
                     ),
                 )
                 seq = cur.lastrowid
+                head_seq = seq
                 rows = [(seq, p, "targeted") for p in record.get("patients_targeted") or []]
                 rows += [(seq, p, "disclosed") for p in record.get("patients_disclosed") or []]
                 if rows:
@@ -324,6 +338,7 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self.chain_head = (head, head_seq)  # only a committed record moves the head
 
     async def audit_records(
         self, *, operator: str | None = None, patient: str | None = None, limit: int = 100
