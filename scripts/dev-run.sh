@@ -29,7 +29,9 @@ Try, in another shell:
   curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: TREAT" http://${GATEWAY_LISTEN}/fhir/Patient?_count=3
   TOKEN=\$(.venv/bin/emrguard dev-token --role researcher --sub res-001)
   curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: HRESCH" http://${GATEWAY_LISTEN}/fhir/Condition?_count=3
-Audit records: var/audit.jsonl and var/emrguard.sqlite. Patients: var/patients.txt
+Audit records: var/audit.jsonl and var/emrguard.sqlite (check them: .venv/bin/emrguard audit verify
+  --db var/emrguard.sqlite --checkpoints var/audit-checkpoints.jsonl --public-key var/dev-keys/audit-signing.pem).
+Patients: var/patients.txt
 
 MSG
 export EMRGUARD_LISTEN="$GATEWAY_LISTEN"
@@ -42,5 +44,9 @@ export EMRGUARD_DB="${EMRGUARD_DB:-var/emrguard.sqlite}"
 export EMRGUARD_AUDIT_LOG="${EMRGUARD_AUDIT_LOG:-var/audit.jsonl}"
 # Research pseudonym key: made once per checkout for development; production keeps its own secret.
 [[ -s var/dev-keys/pseudonym-secret ]] || $PY -c 'import secrets; print(secrets.token_urlsafe(32))' > var/dev-keys/pseudonym-secret
+# Audit checkpoint signing key (Ed25519), development only.
+[[ -s var/dev-keys/audit-signing.pem ]] || $PY -c 'from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K; from cryptography.hazmat.primitives import serialization as s; print(K.generate().private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()).decode())' > var/dev-keys/audit-signing.pem
+export EMRGUARD_AUDIT_SIGNING_KEY_FILE="${EMRGUARD_AUDIT_SIGNING_KEY_FILE:-var/dev-keys/audit-signing.pem}"
+export EMRGUARD_AUDIT_CHECKPOINT_FILE="${EMRGUARD_AUDIT_CHECKPOINT_FILE:-var/audit-checkpoints.jsonl}"
 export EMRGUARD_PSEUDONYM_SECRET="${EMRGUARD_PSEUDONYM_SECRET:-$(cat var/dev-keys/pseudonym-secret)}"
 .venv/bin/emrguard serve
