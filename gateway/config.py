@@ -93,6 +93,10 @@ class Settings:
     pseudonym_secret: str = ""
     #: How long a patient's departments and care team (looked up upstream) are reused.
     patient_context_ttl_seconds: float = 30.0
+    #: Key of the watermarks' MAC (II.2 数字水印); at least 32 characters when the watermark plugin is on.
+    watermark_secret: str = ""
+    #: Elements whose free text carries the invisible watermark (dotted paths through lists).
+    watermark_fields: tuple[str, ...] = ("text.div", "note.text", "valueString", "description", "conclusion")
     # --- admin API: which roles may do what ---------------------------------------------------
     admin_seal_roles: tuple[str, ...] = ("records_officer", "security_officer")
     admin_grant_roles: tuple[str, ...] = ("security_officer", "records_officer", "admin")
@@ -252,6 +256,10 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"config key '{key}' must be greater than 0")
     if not s.db:
         raise ConfigError("config key 'db' is required (SQLite file path)")
+    if not s.bare_passthrough and "watermark" in s.plugins and len(s.watermark_secret) < 32:
+        raise ConfigError(
+            "config key 'watermark_secret': at least 32 characters are required when the watermark plugin is on (II.2)"
+        )
     if not s.bare_passthrough and len(s.pseudonym_secret) < 32:
         raise ConfigError(
             "config key 'pseudonym_secret': at least 32 characters are required (research pseudonyms, I.4); "
