@@ -43,55 +43,50 @@ waiver contains r if {
 	r in cfg.break_glass.roles
 }
 
-sid := data.emr.lib.subject_id
-
-dept := data.emr.lib.subject_dept
-
-pats := data.emr.lib.patients
-
 # Once per query, over the patients' context: who is related by department, by care team, by the
-# department of an active rotation.
-dept_patients := {p | dept != ""; some p, ctx in pats; dept in ctx.departments}
+# department of an active rotation (each computed only if a role needs it).
+dept_patients := {p |
+	dept := data.emr.lib.subject_dept
+	dept != ""
+	some p, ctx in data.emr.lib.patients
+	dept in ctx.departments
+}
 
-team_patients := {p | sid != ""; some p, ctx in pats; sid in ctx.care_team}
+team_patients := {p |
+	sid := data.emr.lib.subject_id
+	sid != ""
+	some p, ctx in data.emr.lib.patients
+	sid in ctx.care_team
+}
 
 rotation_patients := {p |
-	some p, ctx in pats
+	depts := data.emr.grants.rotation_depts
+	some p, ctx in data.emr.lib.patients
 	is_array(ctx.departments)
 	some d in ctx.departments
-	d in data.emr.grants.rotation_depts
+	d in depts
 }
 
-known_patients := {p | some p, _ in pats}
+known_patients := {p | some p, _ in data.emr.lib.patients}
 
-# Per active role: the patients (of input.patients) it reaches.
-normal_reach[r] := ps if {
-	some r in data.emr.roles.active
-	not r in bound
-	ps := known_patients
-}
+# Per active role: the patients (of input.patients) it reaches without breaking the glass.
+normal_reach[r] := normal_reach_of(r) if some r in data.emr.roles.active
 
-normal_reach[r] := ps if {
-	some r in bound
-	not r in rotation_bound
-	ps := dept_patients | team_patients
-}
+normal_reach_of(r) := known_patients if not r in bound
 
-normal_reach[r] := ps if {
-	some r in rotation_bound
-	ps := rotation_patients
-}
+else := rotation_patients if r in rotation_bound
 
-reach[r] := ps if {
-	some r in waiver
-	ps := known_patients
-}
+else := dept_patients | team_patients
 
+# ... and with it (break-the-glass reaches every patient of the input).
 reach[r] := ps if {
 	some r in data.emr.roles.active
-	not r in waiver
-	ps := normal_reach[r]
+	ps := reach_of(r)
 }
+
+reach_of(r) := known_patients if r in waiver
+
+else := normal_reach_of(r)
 
 reach_any := {p | some _, ps in reach; some p in ps}
 
@@ -160,7 +155,9 @@ request_break_glass := {p |
 	not p in data.emr.seal.denied
 }
 
-request_obligations := alerts(request_break_glass)
+request_obligations := alerts(request_break_glass) if count(waiver) > 0
+
+else := []
 
 alerts(ps) := [alert(ps)] if count(ps) > 0
 

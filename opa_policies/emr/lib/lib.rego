@@ -21,27 +21,52 @@ else := ""
 
 # --- the input, normalised ----------------------------------------------------------------------
 
-subject := as_object(object.get(input, "subject", {}))
+# Each normalised value is a rule with an else (no function call: each costs regorus microseconds).
+subject := s if {
+	s := input.subject
+	is_object(s)
+} else := {}
 
-subject_id := as_string(object.get(subject, "id", ""))
+subject_id := x if {
+	x := subject.id
+	is_string(x)
+} else := ""
 
-subject_dept := as_string(object.get(subject, "dept", ""))
+subject_dept := x if {
+	x := subject.dept
+	is_string(x)
+} else := ""
 
-subject_roles := {r | some r in as_array(object.get(subject, "roles", [])); is_string(r)}
+subject_roles := {r | rs := subject.roles; is_array(rs); some r in rs; is_string(r)}
 
-subject_grants := [g | some g in as_array(object.get(subject, "grants", [])); is_object(g)]
+subject_grants := [g | gs := subject.grants; is_array(gs); some g in gs; is_object(g)]
 
 # "" when absent, null or not a string.
-purpose := as_string(object.get(input, "purpose", ""))
+purpose := p if {
+	p := input.purpose
+	is_string(p)
+} else := ""
 
-action := as_object(object.get(input, "action", {}))
+action := a if {
+	a := input.action
+	is_object(a)
+} else := {}
 
-interaction := as_string(object.get(action, "interaction", ""))
+interaction := i if {
+	i := action.interaction
+	is_string(i)
+} else := ""
 
-target := as_object(object.get(input, "target", {}))
+target := t if {
+	t := input.target
+	is_object(t)
+} else := {}
 
 # Per-patient context (departments, care team, flags, seal), keyed "Patient/<id>".
-patients := as_object(object.get(input, "patients", {}))
+patients := ps if {
+	ps := input.patients
+	is_object(ps)
+} else := {}
 
 patient_context(p) := as_object(object.get(patients, p, {}))
 
@@ -91,44 +116,82 @@ make_target(where, x, patient_list) := {
 } if {
 	i := as_string(object.get(x, "interaction", ""))
 	op := as_string(object.get(x, "operation", ""))
-	k := target_kind(where, i, op)
+	k := entry_kind(i, op)
 }
 
-target_kind("", i, op) := kind(i, op)
+target_entries := es if {
+	es := target.entries
+	is_array(es)
+} else := []
 
-target_kind(where, i, op) := entry_kind(i, op) if where != ""
+entry_patients := {p | some e in target_entries; is_object(e); ps := e.patients; is_array(ps); some p in ps; is_string(p)}
 
-entry_patients := {p | some e in as_array(object.get(target, "entries", [])); some p in patient_set(object.get(as_object(e), "patients", []))}
+main_operation := o if {
+	o := action.operation
+	is_string(o)
+} else := ""
 
-main_request := object.union(target, {
+main_type := t if {
+	t := target.type
+	is_string(t)
+} else := ""
+
+main_params := p if {
+	p := target.params
+	is_object(p)
+} else := {}
+
+main_conditional if action.conditional == true
+
+main_conditional if {
+	x := target.if_none_exist
+	is_object(x)
+	count(x) > 0
+}
+
+default main_conditional := false
+
+main_patients := {p | ps := target.patients; is_array(ps); some p in ps; is_string(p)}
+
+# The request itself (a batch or transaction: its entries are decided one by one; patients the
+# gateway found outside any entry are still checked: care, seal).
+main_target := {
+	"where": "",
 	"interaction": interaction,
-	"operation": object.get(action, "operation", ""),
-	"conditional": object.get(action, "conditional", false),
-})
-
-# A batch or transaction itself: its entries are decided one by one; patients the gateway found
-# outside any entry are still checked (care, seal).
-targets contains r if {
+	"operation": main_operation,
+	"kind": kind(interaction, main_operation),
+	"type": main_type,
+	"patients": ps,
+	"params": main_params,
+	"conditional": main_conditional,
+} if {
 	not exempt
+	ps := main_patients - entry_patients
 	container
-	r := make_target("", main_request, patient_set(object.get(target, "patients", [])) - entry_patients)
+} else := {
+	"where": "",
+	"interaction": interaction,
+	"operation": main_operation,
+	"kind": kind(interaction, main_operation),
+	"type": main_type,
+	"patients": main_patients,
+	"params": main_params,
+	"conditional": main_conditional,
+} if {
+	not exempt
 }
+
+targets contains t if t := main_target
 
 targets contains r if {
 	not exempt
-	not container
-	r := make_target("", main_request, patient_set(object.get(target, "patients", [])))
-}
-
-targets contains r if {
-	not exempt
-	some i, raw in as_array(object.get(target, "entries", []))
+	some i, raw in target_entries
 	e := as_object(raw)
 	r := make_target(sprintf("Bundle.entry[%d]: ", [i]), e, patient_set(object.get(e, "patients", [])))
 }
 
 # The request itself and each of its entries: the policy must have read every one of them.
-expected_targets := 1 + count(as_array(object.get(target, "entries", [])))
+expected_targets := 1 + count(target_entries)
 
 # Every patient the request touches.
 request_patients := {p | some t in targets; some p in t.patients}

@@ -54,16 +54,19 @@ pseudonymise := data.emr.fields.pseudonymise
 # (codes, security, tags) is graded once and each distinct patient list is checked once.
 content_grade := {k: g |
 	coded := coding_grade
-	some k in {[e.codes, e.security, e.tags] | some e in entries}
+	some k in content_keys
 	g := max(array.concat(
 		array.concat([0], [x | some c in k[0]; x := coded[c]]),
 		array.concat(data.emr.grading.label_grades(k[1]), data.emr.grading.label_grades(k[2])),
 	))
 }
 
-# Each distinct coding of the response graded once (only the sensitive ones get a grade).
+content_keys := {[e.codes, e.security, e.tags] | some e in entries}
+
+# Each distinct coding of the response graded once (only the sensitive ones get a grade), taken
+# from the distinct contents (not from every entry).
 coding_grade := {c: g |
-	some c in {x | some e in entries; is_array(e.codes); some x in e.codes}
+	some c in {x | some k in content_keys; is_array(k[0]); some x in k[0]}
 	g := max(data.emr.grading.code_grades([c]))
 }
 
@@ -118,9 +121,10 @@ decision := {"verdicts": verdicts, "obligations": obligations}
 
 # --- why an entry is withheld (only for withheld entries) -----------------------------------------
 
-reasons(true, _, _, _) := []
+# One function with an else (regorus evaluates every clause of a multi-clause function).
+reasons(keep, info, g, ps) := [] if keep
 
-reasons(false, info, g, ps) := array.concat(
+else := array.concat(
 	array.concat([seal_reason[p] | some p in ps; seal_reason[p]], access_reasons(info, g, ps)),
 	info.field_reasons,
 )

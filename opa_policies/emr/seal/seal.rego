@@ -58,7 +58,10 @@ request_denied := data.emr.lib.request_patients & denied
 
 request_allowed := data.emr.lib.request_patients & allowed
 
-request_obligations := array.concat(denied_alerts(request_denied), allowed_alerts(request_allowed))
+# No alert (and no message) unless some patient of the input is sealed.
+request_obligations := array.concat(denied_alerts(request_denied), allowed_alerts(request_allowed)) if count(sealed) > 0
+
+else := []
 
 # The alerts only when some patient is concerned (no message is built otherwise).
 denied_alerts(ps) := [denied_alert(ps)] if count(ps) > 0
