@@ -26,6 +26,8 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway.audit_search import AuditQuery
+from gateway.balp import to_audit_event
 from gateway.config import Settings
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error, operation_outcome
@@ -427,6 +429,70 @@ async def policy_explain(
     return 200, await explain(gw, ctx, await _json_body(request, "I.3"))
 
 
+def _audit_query(request: web.Request) -> AuditQuery:
+    try:
+        return AuditQuery.from_mapping(request.query)
+    except ValueError:
+        raise FieldError(
+            "cursor", "'limit' and 'cursor' must be whole numbers", "“limit”和“cursor”必须是整数", "II.2"
+        ) from None
+
+
+async def search_audit(request: web.Request, ctx: RequestContext, gw: Gateway, call: Call) -> tuple[int, Any]:
+    """GET /admin/audit?patient=&operator=&from=&to=&purpose=&decision=&resource_type=&resource_id=&request_id=&cursor=&limit=
+
+    Who saw what, when, why (II.2 可查询); newest first; follow next_cursor for the next page.
+    The search itself is audited, with the patient searched for as a target.
+    """
+    query = _audit_query(request)
+    if query.patient:
+        _target_patient(ctx, call, _patient(query.patient))
+    return 200, await gw.store.search_audit(query)
+
+
+async def read_audit_record(
+    request: web.Request, ctx: RequestContext, gw: Gateway, call: Call
+) -> tuple[int, Any]:
+    record = await gw.store.audit_record(request.match_info["request_id"])
+    if record is None:
+        raise error(
+            404,
+            "not-found",
+            "audit.not-found",
+            "no audit record with that request id",
+            "没有该请求编号的审计记录",
+            "II.2",
+        )
+    return 200, record
+
+
+async def read_audit_event(
+    request: web.Request, ctx: RequestContext, gw: Gateway, call: Call
+) -> tuple[int, Any]:
+    """The record as a FHIR AuditEvent after IHE BALP (gateway/balp.py)."""
+    _, record = await read_audit_record(request, ctx, gw, call)
+    return 200, to_audit_event(record)
+
+
+async def export_audit(request: web.Request, ctx: RequestContext, gw: Gateway, call: Call) -> tuple[int, Any]:
+    """GET /admin/audit/export?from=&to=&cursor=: one page of AuditEvents (BALP) as a FHIR Bundle.
+
+    Paged like the search (a ``next`` link carries the cursor), so a bulk export never holds the whole
+    trail in memory; ``emrguard audit export`` writes NDJSON from the store directly.
+    """
+    query = _audit_query(request)
+    page = await gw.store.search_audit(query)
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": to_audit_event(r)} for r in page["records"]],
+    }
+    if page["next_cursor"] is not None:
+        nxt = request.rel_url.update_query({"cursor": str(page["next_cursor"])})
+        bundle["link"] = [{"relation": "next", "url": str(nxt)}]
+    return 200, bundle
+
+
 async def unknown(request: web.Request, ctx: RequestContext, gw: Gateway, call: Call) -> tuple[int, Any]:
     """Anything else under /admin: 404, audited (an unaudited probe of the admin API is a gap)."""
     raise error(
@@ -584,6 +650,10 @@ def _seal_roles(s: Settings) -> tuple[str, ...]:
     return s.admin_seal_roles
 
 
+def _audit_roles(s: Settings) -> tuple[str, ...]:
+    return s.admin_audit_roles
+
+
 def _alert_roles(s: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s.admin_seal_roles + s.admin_grant_roles))
 
@@ -601,6 +671,15 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get(f"{p}/seals", _admin("admin.seals.list", "I.4", _seal_roles, list_seals))
     r.add_get(f"{p}/seals/history", _admin("admin.seals.history", "I.4", _seal_roles, seal_history))
     r.add_get(f"{p}/alerts", _admin("admin.alerts.list", "II.3", _alert_roles, list_alerts))
+    r.add_get(f"{p}/audit", _admin("admin.audit.search", "II.2", _audit_roles, search_audit))
+    r.add_get(f"{p}/audit/export", _admin("admin.audit.export", "II.2", _audit_roles, export_audit))
+    r.add_get(
+        f"{p}/audit/{{request_id}}", _admin("admin.audit.read", "II.2", _audit_roles, read_audit_record)
+    )
+    r.add_get(
+        f"{p}/audit/{{request_id}}/AuditEvent",
+        _admin("admin.audit.balp", "II.2", _audit_roles, read_audit_event),
+    )
     r.add_post(f"{p}/policy/explain", _admin("admin.policy.explain", "I.3", _explain_roles, policy_explain))
     # Anything else under /admin (and a wrong method on a known path) is answered 404 and audited.
     # aiohttp tries the most specific path prefix first, so routes added later still win over this.

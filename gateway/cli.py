@@ -60,6 +60,46 @@ def _dev_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_audit_db(path: str | None) -> object:
+    import os
+    import sqlite3
+
+    db = path or os.environ.get("EMRGUARD_DB", "var/emrguard.sqlite")
+    if not os.path.exists(db):
+        raise SystemExit(f"emrguard: no audit store at {db}")
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
+def _audit_search(args: argparse.Namespace) -> int:
+    """Audit records as JSON lines, newest first (II.2 可查询); --all follows every page."""
+    import orjson
+
+    from gateway import audit_search
+    from gateway.balp import to_audit_event
+
+    db = _open_audit_db(args.db)
+    query = audit_search.AuditQuery(
+        patient=args.patient,
+        operator=args.operator,
+        time_from=args.time_from,
+        time_to=args.time_to,
+        purpose=args.purpose,
+        decision=args.decision,
+        resource_type=args.resource_type,
+        resource_id=args.resource_id,
+        request_id=args.request_id,
+        limit=args.limit,
+    )
+    while True:
+        page = audit_search.run(db, query)  # type: ignore[arg-type]
+        for record in page["records"]:
+            out = to_audit_event(record) if args.balp else record
+            sys.stdout.buffer.write(orjson.dumps(out) + b"\n")
+        if not args.all or page["next_cursor"] is None:
+            return 0
+        query.cursor = page["next_cursor"]
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     """Exit 0 if the audit chain and its checkpoints are intact, 1 if not (II.2)."""
     import json
@@ -120,6 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         "--public-key", help="Ed25519 public (or private) key PEM (default: $EMRGUARD_AUDIT_SIGNING_KEY_FILE)"
     )
     ver.set_defaults(func=_audit_verify)
+    srch = audit_sub.add_parser("search", help="audit records as JSON lines, newest first")
+    srch.add_argument("--db", help="SQLite store (default: $EMRGUARD_DB)")
+    for name in ("patient", "operator", "purpose", "decision", "resource-type", "resource-id", "request-id"):
+        srch.add_argument(f"--{name}")
+    srch.add_argument("--from", dest="time_from", help="RFC 3339 time, inclusive")
+    srch.add_argument("--to", dest="time_to", help="RFC 3339 time, exclusive")
+    srch.add_argument("--limit", type=int, default=100)
+    srch.add_argument("--all", action="store_true", help="follow every page (bulk export)")
+    srch.add_argument("--balp", action="store_true", help="as FHIR AuditEvents (IHE BALP), NDJSON")
+    srch.set_defaults(func=_audit_search)
     args = parser.parse_args(argv)
     if getattr(args, "role", "unset") is None:
         args.role = ["physician"]

@@ -101,6 +101,8 @@ class Settings:
     admin_seal_roles: tuple[str, ...] = ("records_officer", "security_officer")
     admin_grant_roles: tuple[str, ...] = ("security_officer", "records_officer", "admin")
     admin_explain_roles: tuple[str, ...] = ("security_officer",)
+    #: Who may search and export the audit trail (II.2); add records_officer for patient requests.
+    admin_audit_roles: tuple[str, ...] = ("security_officer", "inspector")
 
     @property
     def listen_host(self) -> str:

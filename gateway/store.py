@@ -29,7 +29,9 @@ from typing import Any
 
 import orjson
 
+from gateway import audit_search
 from gateway.audit_chain import GENESIS, canonical, chain_hash
+from gateway.audit_search import AuditQuery
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_operator_time ON audit (operator, time);
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE INDEX IF NOT EXISTS audit_resource ON audit (resource_type, time);
 CREATE TABLE IF NOT EXISTS audit_patient (   -- who saw what: one row per patient targeted or disclosed
     seq      INTEGER NOT NULL REFERENCES audit (seq),
     patient  TEXT NOT NULL,
@@ -343,27 +346,22 @@ class Store:
     async def audit_records(
         self, *, operator: str | None = None, patient: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        """Newest first. A first query API; issue 4 brings the full audit search."""
-        sql = "SELECT a.record FROM audit a"
-        args: list[Any] = []
-        where = []
-        if patient:
-            sql += " JOIN audit_patient p ON p.seq = a.seq"
-            where.append("p.patient = ?")
-            args.append(patient)
-        if operator:
-            where.append("a.operator = ?")
-            args.append(operator)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " GROUP BY a.seq ORDER BY a.seq DESC LIMIT ?"
-        args.append(limit)
+        """Newest first (a shorthand of :meth:`search_audit`)."""
+        page = await self.search_audit(AuditQuery(operator=operator, patient=patient, limit=limit))
+        return page["records"]
 
-        def query() -> list[dict[str, Any]]:
+    async def search_audit(self, query: AuditQuery) -> dict[str, Any]:
+        """One page of audit records matching ``query`` (gateway/audit_search.py)."""
+
+        def run_query() -> dict[str, Any]:
             assert self._db is not None
-            return [orjson.loads(row[0]) for row in self._db.execute(sql, args).fetchall()]
+            return audit_search.run(self._db, query)
 
-        return await self._run(query)
+        return await self._run(run_query)
+
+    async def audit_record(self, request_id: str) -> dict[str, Any] | None:
+        page = await self.search_audit(AuditQuery(request_id=request_id, limit=1))
+        return page["records"][0] if page["records"] else None
 
     # --- transactions for the notice's state (admin changes: rare, each its own commit) -----------
 

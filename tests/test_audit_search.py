@@ -1,0 +1,112 @@
+"""Audit search and IHE BALP export (II.2 可查询, III): who saw what, when, why."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+
+from gateway.audit_search import AuditQuery
+from gateway.balp import to_audit_event
+from gateway.cli import main
+from gateway.pipeline import GATEWAY
+from tests.test_admin import NURSE, SEC, Admin, admin  # noqa: F401 - the fixture
+
+
+def record(i: int, **kw: Any) -> dict[str, Any]:
+    base = {
+        "request_id": f"req-{i:05d}",
+        "time": f"2026-12-01T08:{i // 60 % 60:02d}:{i % 60:02d}.000+00:00",
+        "operator": f"op-{i % 4}",
+        "operator_name": "张护士",
+        "roles": ["nurse"],
+        "purpose": "TREAT",
+        "client_address": "10.1.2.3",
+        "method": "GET",
+        "path": "Observation",
+        "query": f"subject=Patient/p{i % 7}",
+        "interaction": "search-type",
+        "resource_type": "Observation",
+        "resource_id": None,
+        "decision": "allow",
+        "status": 200,
+        "reasons": [],
+        "patients_targeted": [f"Patient/p{i % 7}"],
+        "patients_disclosed": [f"Patient/p{i % 7}"],
+        "resources_disclosed": [f"Observation/o{i}"],
+    }
+    base.update(kw)
+    return base
+
+
+async def fill(adm: Admin, n: int) -> Any:
+    store = adm.client.server.app[GATEWAY].store
+    for i in range(n):
+        await store.insert_audit(record(i, decision="deny" if i % 10 == 0 else "allow"))
+    return store
+
+
+async def test_search_by_patient_operator_time_and_decision_pages_newest_first(admin: Admin) -> None:  # noqa: F811
+    store = await fill(admin, 70)
+    page = await store.search_audit(AuditQuery(patient="Patient/p3", limit=4))
+    ids = [r["request_id"] for r in page["records"]]
+    assert ids == ["req-00066", "req-00059", "req-00052", "req-00045"]
+    nxt = await store.search_audit(AuditQuery(patient="Patient/p3", limit=4, cursor=page["next_cursor"]))
+    assert [r["request_id"] for r in nxt["records"]][0] == "req-00038"
+    both = await store.search_audit(AuditQuery(operator="op-2", decision="deny", limit=50))
+    assert {r["request_id"] for r in both["records"]} == {"req-00010", "req-00030", "req-00050"}
+    window = await store.search_audit(
+        AuditQuery(time_from="2026-12-01T08:00:10", time_to="2026-12-01T08:00:12", limit=50)
+    )
+    assert [r["request_id"] for r in window["records"]] == ["req-00011", "req-00010"]
+
+
+async def test_admin_audit_search_is_role_bound_and_itself_audited(admin: Admin) -> None:  # noqa: F811
+    await fill(admin, 20)
+    status, body = await admin.get("/admin/audit", SEC, patient="Patient/p2", limit="3")
+    assert status == 200 and len(body["records"]) == 3 and body["next_cursor"]
+    last = admin.last_audit()
+    assert last["extra"]["admin"]["action"] == "admin.audit.search" and last["operator"] == "u-sec-001"
+    assert last["patients_targeted"] == ["Patient/p2"]  # searching a patient's trail is itself traceable
+    status, _ = await admin.get("/admin/audit", NURSE, patient="Patient/p2")
+    assert status == 403
+
+
+async def test_balp_audit_events_validate_as_r4b(admin: Admin) -> None:  # noqa: F811
+    await fill(admin, 3)
+    status, event = await admin.get("/admin/audit/req-00001/AuditEvent", SEC)
+    assert status == 200
+    AuditEvent.model_validate(event)
+    assert event["meta"]["profile"] == [
+        "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientQuery"
+    ]
+    assert event["agent"][0]["who"]["identifier"]["value"] == "op-1"
+    assert event["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
+    assert {"reference": "Patient/p1"} in [e.get("what") for e in event["entity"]]
+    status, bundle = await admin.get("/admin/audit/export", SEC, limit="2")
+    assert status == 200 and len(bundle["entry"]) == 2 and bundle["link"][0]["relation"] == "next"
+    for kind in ("read", "create", "update", "delete", "operation", "transaction"):
+        AuditEvent.model_validate(
+            to_audit_event(
+                record(
+                    9,
+                    interaction=kind,
+                    status=403,
+                    reasons=[{"rule": "seal.sealed", "clause": "I.4", "en": "sealed"}],
+                )
+            )
+        )
+    assert to_audit_event(record(9, interaction="create"))["action"] == "C"
+
+
+async def test_cli_search_and_ndjson_export(admin: Admin, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    await fill(admin, 12)
+    db = admin.settings.db
+    assert main(["audit", "search", "--db", db, "--operator", "op-2", "--limit", "2", "--all"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["request_id"] for r in lines] == ["req-00010", "req-00006", "req-00002"]
+    assert main(["audit", "search", "--db", db, "--patient", "Patient/p0", "--balp"]) == 0
+    events = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert events and all(e["resourceType"] == "AuditEvent" for e in events)
