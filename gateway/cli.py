@@ -123,6 +123,44 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _watermark_decode(args: argparse.Namespace) -> int:
+    """Trace watermarks in a file or pasted text to their disclosures (II.2); exit 0 if one was traced."""
+    import json
+    import os
+    import sqlite3
+
+    from gateway.watermark import decode, read_input
+
+    secret = args.secret or os.environ.get("EMRGUARD_WATERMARK_SECRET", "")
+    db = args.db or os.environ.get("EMRGUARD_DB", "var/emrguard.sqlite")
+    if not secret:
+        print(
+            "emrguard: the watermark secret is needed (--secret or $EMRGUARD_WATERMARK_SECRET)",
+            file=sys.stderr,
+        )
+        return 2
+    if (args.text is None) == (args.file is None):
+        print("emrguard: give a FILE (or - for stdin) or --text, not both", file=sys.stderr)
+        return 2
+    if not os.path.exists(db):
+        print(f"emrguard: no audit store at {db}", file=sys.stderr)
+        return 2
+    try:
+        if args.text is not None:
+            text = args.text
+        elif args.file == "-":
+            text = read_input(sys.stdin.buffer.read())
+        else:
+            with open(args.file, "rb") as fh:
+                text = read_input(fh.read())
+        report, traced = decode(text, secret, db)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"emrguard: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0 if traced else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="emrguard", description="EMR Guard: a FHIR gateway for 国卫办医政函〔2025〕262号"
@@ -170,6 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     srch.add_argument("--all", action="store_true", help="follow every page (bulk export)")
     srch.add_argument("--balp", action="store_true", help="as FHIR AuditEvents (IHE BALP), NDJSON")
     srch.set_defaults(func=_audit_search)
+    wm = sub.add_parser("watermark", help="digital watermarks on disclosed records (II.2)")
+    wm_sub = wm.add_subparsers(dest="watermark_command", required=True)
+    dec = wm_sub.add_parser(
+        "decode", help="trace the watermarks in a file (FHIR JSON, NDJSON, pasted text) to their disclosures"
+    )
+    dec.add_argument("file", nargs="?", metavar="FILE|-", help="the file to examine; - reads stdin")
+    dec.add_argument("--text", help="examine this text instead of a file")
+    dec.add_argument("--secret", help="the watermark secret (default: $EMRGUARD_WATERMARK_SECRET, preferred)")
+    dec.add_argument("--db", help="SQLite store (default: $EMRGUARD_DB)")
+    dec.set_defaults(func=_watermark_decode)
     args = parser.parse_args(argv)
     if getattr(args, "role", "unset") is None:
         args.role = ["physician"]

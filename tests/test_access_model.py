@@ -396,3 +396,42 @@ async def test_vendor_sees_only_the_fields_its_agreement_names(story: Story) -> 
     assert status == 403
     status, body = await story.get(f"/fhir/Device/{device['id']}", "vendor", "ven-other", purpose="HOPERAT")
     assert status == 403 and "grant.no-agreement" in rules(body)
+
+
+async def test_seal_and_care_hold_by_every_link_not_only_subject(story: Story) -> None:
+    """A patient linked through Observation.focus or Appointment.participant is still that patient
+    (security review: these routes leaked a sealed patient's data)."""
+    p = await story.patient("cardiology")
+    pid = p["patient"]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"{story.fhir.base}/Observation",
+            json={
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": f"focus-{pid}"},
+                "focus": [{"reference": pid}],
+            },
+        ) as r:
+            focused = await r.json(content_type=None)
+        async with s.post(
+            f"{story.fhir.base}/Appointment",
+            json={
+                "resourceType": "Appointment",
+                "status": "proposed",
+                "participant": [{"actor": {"reference": pid}, "status": "accepted"}],
+            },
+        ) as r:
+            appt = await r.json(content_type=None)
+    # An unrelated nurse (dermatology) reaches none of it, by any route.
+    for route in (
+        f"/fhir/Observation/{focused['id']}",
+        f"/fhir/Appointment/{appt['id']}",
+        f"/fhir/Appointment?actor={pid}",
+        f"/fhir/Observation?focus={pid}",
+    ):
+        status, _ = await story.get(route, "nurse", "nurse-derm", "dermatology")
+        assert status == 403, route
+    await story.store.seal_patient(pid, "media event", "舆情-2026-032", [], by="rec-chen")
+    status, body = await story.get(f"/fhir/Appointment/{appt['id']}", "nurse", "nurse-zhao", "cardiology")
+    assert status == 403 and "seal.sealed" in rules(body)

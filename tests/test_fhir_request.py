@@ -287,7 +287,6 @@ def test_id_search_on_other_types_is_not_a_patient():
         ("patient.identifier", "mrn|123"),
         ("subject:Patient.name", "Zhang"),
         ("patient:missing", "true"),
-        ("code", "Patient/p1"),
     ],
 )
 def test_values_that_do_not_name_a_patient(key, value):
@@ -295,6 +294,14 @@ def test_values_that_do_not_name_a_patient(key, value):
     req = parse_request("GET", "Observation", [(key, value)])
     assert req.patients == set()
     assert req.params == {key: [value]}  # the policy still sees the raw parameter
+
+
+@pytest.mark.parametrize("key", ["actor", "focus", "target", "recipient", "member", "code"])
+def test_any_parameter_naming_a_patient_reference_targets_the_patient(key):
+    """Sealing and the care relationship hold whichever link a search follows (I.4): a value that
+    is a Patient reference names that patient, whatever the parameter."""
+    assert parse_request("GET", "Appointment", [(key, "Patient/p1")]).patients == {"Patient/p1"}
+    assert parse_request("GET", "Group", [(f"{key}:Patient", "p2")]).patients == {"Patient/p2"}
 
 
 def test_bad_patient_reference_is_refused():

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from gateway.errors import GatewayError, Reason, error
 from gateway.fhir.resource_types import RESOURCE_TYPES
-from gateway.fhir.resources import resource_patients
+from gateway.fhir.resources import UNRESOLVED_PATIENT, reference_patient, resource_patients
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 OPERATION_RE = re.compile(r"^\$[A-Za-z][A-Za-z0-9\-_]*$")
@@ -165,20 +165,35 @@ def _reference_to_patient(value: str) -> str | None:
 
 
 def patients_in_params(resource_type: str | None, params: dict[str, list[str]]) -> set[str]:
+    """Every patient a search names, by any reference parameter: `patient=x`, `subject=Patient/x`,
+    `actor=Patient/x`, `focus=…`, `target=…`, `member:Patient=x` … (sealing and the care relationship
+    must hold whichever link a search follows)."""
     found: set[str] = set()
     for key, values in params.items():
         name, _, modifier = key.partition(":")
-        if "." in name or "." in modifier:
-            continue  # chained search: no patient id to read here; the policy sees the params
-        if name in PATIENT_PARAMS and modifier in ("", "Patient"):
-            for value in values:
-                for item in value.split(","):
-                    patient = _reference_to_patient(item)
-                    if patient:
-                        found.add(patient)
-        elif name == "_id" and resource_type == "Patient" and modifier == "":
+        if "." in name or "." in modifier or name.startswith("_has"):
+            continue  # chained / reverse-chained: no patient id to read here; the policy sees the params
+        if name == "_id" and resource_type == "Patient" and modifier == "":
             for value in values:
                 found.update(f"Patient/{_check_id(v.strip())}" for v in value.split(",") if v.strip())
+            continue
+        bare_is_patient = (name in PATIENT_PARAMS and modifier == "") or modifier.lower() == "patient"
+        for value in values:
+            for item in value.split(","):
+                item = item.strip()
+                if not item or name.startswith("_"):
+                    continue
+                if "/" in item:
+                    patient = reference_patient({"reference": item.split("://", 1)[-1]})
+                    if patient == UNRESOLVED_PATIENT:
+                        raise _bad(f"'{item[:80]}' is not a valid patient reference", f"“{item[:80]}”不是有效的患者引用", "fhir.bad-id")
+                    if patient:
+                        found.add(patient)
+                    elif name in PATIENT_PARAMS:
+                        _reference_to_patient(item)  # Group/g1 is fine; a value that is no reference is a 400
+
+                elif bare_is_patient:
+                    found.add(f"Patient/{_check_id(item)}")
     return found
 
 

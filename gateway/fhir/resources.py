@@ -8,6 +8,7 @@ harmless cannot carry a resource past the filter.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,32 +36,58 @@ REDACTED_LABEL = {
 }
 
 
+# Stands for a patient the gateway cannot name (a logical reference by identifier, a malformed id):
+# no department, no care team, so every care-bound role is refused (fail closed).
+UNRESOLVED_PATIENT = "Patient/unresolved-reference"
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
 def reference_patient(ref: Any) -> str | None:
-    """'Patient/x' from a Reference (relative, absolute or versioned), else None."""
+    """'Patient/x' from a Reference (relative, absolute, versioned, with a fragment), else None.
+
+    The type is matched case-insensitively: a server that resolves ``patient/x`` must not give the
+    gateway a reason to think no patient is involved.
+    """
     if not isinstance(ref, dict):
         return None
     value = ref.get("reference")
     if not isinstance(value, str):
         return None
-    parts = [p for p in value.split("/") if p]
+    parts = [p for p in value.split("#", 1)[0].split("/") if p]
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
-    if len(parts) >= 2 and parts[-2] == "Patient":
-        return f"Patient/{parts[-1]}"
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i].lower() == "patient":
+            pid = parts[i + 1]
+            return f"Patient/{pid}" if _ID.match(pid) and pid not in (".", "..") else UNRESOLVED_PATIENT
     return None
 
 
+def _walk_refs(node: Any, found: set[str], patient_element: bool) -> None:
+    if isinstance(node, dict):
+        patient = reference_patient(node)
+        if patient:
+            found.add(patient)
+        elif patient_element and "reference" not in node and isinstance(node.get("identifier"), dict):
+            found.add(UNRESOLVED_PATIENT)  # subject: {identifier: MRN} names a patient we cannot check
+        for key, value in node.items():
+            if key not in ("contained", "meta"):  # contained resources are judged on their own
+                _walk_refs(value, found, key in PATIENT_ELEMENTS)
+    elif isinstance(node, list):
+        for item in node:
+            _walk_refs(item, found, patient_element)
+
+
 def resource_patients(resource: dict[str, Any]) -> set[str]:
-    """Every patient a resource is about: itself if a Patient, else its patient references."""
+    """Every patient a resource is about: itself if a Patient, and every patient it references
+    anywhere (subject, patient, but also Appointment.participant.actor, Observation.focus,
+    Provenance.target, Group.member ...): sealing and the care relationship hold by every link."""
     found: set[str] = set()
     if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
         found.add(f"Patient/{resource['id']}")
-    for name in PATIENT_ELEMENTS:
-        value = resource.get(name)
-        for ref in value if isinstance(value, list) else [value]:
-            patient = reference_patient(ref)
-            if patient:
-                found.add(patient)
+    for key, value in resource.items():
+        if key not in ("contained", "meta", "id", "resourceType"):
+            _walk_refs(value, found, key in PATIENT_ELEMENTS)
     return found
 
 

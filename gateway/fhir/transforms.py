@@ -17,6 +17,8 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from gateway.fhir.resources import reference_patient
+
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 MASKED = {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": "masked"}]}
 ALWAYS_KEPT = frozenset({"resourceType", "id", "meta"})
@@ -63,9 +65,11 @@ def year_of(resource: dict[str, Any], path: str) -> None:
 
 
 def walk_references(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
-    """Call ``visit`` on every Reference (a dict with "reference") inside a resource."""
+    """Call ``visit`` on every Reference inside a resource (also a logical one, by identifier only)."""
     if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
+        if isinstance(node.get("reference"), str) or (
+            isinstance(node.get("identifier"), dict) and ("display" in node or "type" in node or len(node) == 1)
+        ):
             visit(node)
         for key, value in node.items():
             if key != "contained":  # contained resources are judged on their own
@@ -96,11 +100,9 @@ class Pseudonymiser:
             resource["id"] = self(resource["id"])
 
         def visit(ref: dict[str, Any]) -> None:
-            parts = ref["reference"].split("/")
-            if "Patient" in parts[:-1]:
-                i = len(parts) - 1 - parts[::-1].index("Patient")
-                if i + 1 < len(parts):
-                    ref["reference"] = f"Patient/{self(parts[i + 1])}"
+            patient = reference_patient(ref)
+            if patient:
+                ref["reference"] = f"Patient/{self(patient.split('/', 1)[1])}"
             ref.pop("display", None)
             ref.pop("identifier", None)
 
