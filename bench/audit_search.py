@@ -38,23 +38,53 @@ def fill(db_path: Path, n: int, seed: int = 262) -> float:
             patient = f"Patient/p{rng.randrange(200_000)}"
             secs = i * 30 * 86400 // n
             record = {
-                "request_id": f"{i:032x}", "time": f"2026-11-{1 + secs // 86400:02d}T{secs % 86400 // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}.000+00:00",
-                "operator": f"op-{rng.randrange(3000)}", "roles": ["nurse"], "dept": "cardiology",
-                "purpose": rng.choice(["TREAT", "TREAT", "TREAT", "TRAIN", "HRESCH"]), "client_address": "10.0.0.1",
-                "method": "GET", "path": "Observation", "query": f"subject={patient}", "interaction": "search-type",
+                "request_id": f"{i:032x}",
+                "time": f"2026-11-{1 + secs // 86400:02d}T{secs % 86400 // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}.000+00:00",
+                "operator": f"op-{rng.randrange(3000)}",
+                "roles": ["nurse"],
+                "dept": "cardiology",
+                "purpose": rng.choice(["TREAT", "TREAT", "TREAT", "TRAIN", "HRESCH"]),
+                "client_address": "10.0.0.1",
+                "method": "GET",
+                "path": "Observation",
+                "query": f"subject={patient}",
+                "interaction": "search-type",
                 "resource_type": rng.choice(["Observation", "Condition", "Patient", "MedicationRequest"]),
-                "resource_id": None, "decision": "deny" if rng.random() < 0.1 else "allow", "status": 200,
-                "patients_targeted": [patient], "patients_disclosed": [patient], "resources_disclosed": [f"Observation/o{i}"],
-                "reasons": [], "latency_ms": 1.7, "policy_revision": "bench",
+                "resource_id": None,
+                "decision": "deny" if rng.random() < 0.1 else "allow",
+                "status": 200,
+                "patients_targeted": [patient],
+                "patients_disclosed": [patient],
+                "resources_disclosed": [f"Observation/o{i}"],
+                "reasons": [],
+                "latency_ms": 1.7,
+                "policy_revision": "bench",
             }
             blob = canonical(record)
             prev, head = head, chain_hash(head, blob)
-            rows.append((i + 1, record["request_id"], record["time"], record["operator"], record["purpose"],
-                         record["interaction"], record["resource_type"], record["decision"], 200, blob, prev, head))
+            rows.append(
+                (
+                    i + 1,
+                    record["request_id"],
+                    record["time"],
+                    record["operator"],
+                    record["purpose"],
+                    record["interaction"],
+                    record["resource_type"],
+                    record["decision"],
+                    200,
+                    blob,
+                    prev,
+                    head,
+                )
+            )
             links += [(i + 1, patient, "targeted"), (i + 1, patient, "disclosed")]
         db.execute("BEGIN")
-        db.executemany("INSERT INTO audit (seq, request_id, time, operator, purpose, interaction, resource_type, decision,"
-                       " status, record, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        db.executemany(
+            "INSERT INTO audit (seq, request_id, time, operator, purpose, interaction, resource_type, decision,"
+            " status, record, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
         db.executemany("INSERT OR IGNORE INTO audit_patient (seq, patient, role) VALUES (?,?,?)", links)
         db.execute("COMMIT")
     db.close()
@@ -70,7 +100,11 @@ def timed(db: sqlite3.Connection, q: AuditQuery) -> dict[str, float]:
         t = time.perf_counter()
         run(db, q)
         warm.append(time.perf_counter() - t)
-    return {"cold_ms": round(cold * 1000, 3), "warm_median_ms": round(statistics.median(warm) * 1000, 3), "rows": len(first["records"])}
+    return {
+        "cold_ms": round(cold * 1000, 3),
+        "warm_median_ms": round(statistics.median(warm) * 1000, 3),
+        "rows": len(first["records"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,13 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     queries = {
         "by_patient": AuditQuery(patient="Patient/p4242", limit=100),
         "by_operator": AuditQuery(operator="op-1234", limit=100),
-        "by_operator_and_day": AuditQuery(operator="op-1234", time_from="2026-11-12", time_to="2026-11-13", limit=100),
+        "by_operator_and_day": AuditQuery(
+            operator="op-1234", time_from="2026-11-12", time_to="2026-11-13", limit=100
+        ),
         "by_patient_denied": AuditQuery(patient="Patient/p4242", decision="deny", limit=100),
         "time_window_page": AuditQuery(time_from="2026-11-20T10:00", time_to="2026-11-20T11:00", limit=100),
         "by_request_id": AuditQuery(request_id=f"{args.records // 2:032x}", limit=1),
     }
     out = {
-        "records": args.records, "db_bytes": path.stat().st_size, "load_seconds": round(load_s, 1) if load_s else None,
+        "records": args.records,
+        "db_bytes": path.stat().st_size,
+        "load_seconds": round(load_s, 1) if load_s else None,
         "queries": {name: timed(db, q) for name, q in queries.items()},
     }
     print(json.dumps(out, indent=2))

@@ -115,6 +115,7 @@ def start_gateway(
             "EMRGUARD_DB": str(work / f"{mode}.sqlite"),
             "EMRGUARD_AUDIT_LOG": str(work / f"{mode}.jsonl"),
             "EMRGUARD_PSEUDONYM_SECRET": "bench-only-pseudonym-secret-0123456789",
+            "EMRGUARD_WATERMARK_SECRET": "bench-only-watermark-secret-0123456789",
         }
     )
     if mode == "bare":

@@ -86,7 +86,7 @@ class Settings:
     #: Refused unless ``unsafe_bench_mode_acknowledged`` is also set; never in production.
     bare_passthrough: bool = False
     unsafe_bench_mode_acknowledged: bool = False
-    plugins: tuple[str, ...] = ("purpose", "break_glass", "grants", "patient_context", "seal")
+    plugins: tuple[str, ...] = ("purpose", "break_glass", "grants", "patient_context", "seal", "watermark")
     # --- the notice's controls (plugins/) ----------------------------------------------------
     #: Key for research pseudonyms (HMAC-SHA256): stable across requests, never sent to clients.
     #: At least 32 characters; rotate it and every pseudonym changes.

@@ -49,6 +49,8 @@ class RequestContext:
     resources_disclosed: list[str] = field(default_factory=list)
     policy_ms: float = 0.0
     upstream_ms: float = 0.0
+    #: Headers plugins add to the response (e.g. the watermark's disclosure id).
+    response_headers: dict[str, str] = field(default_factory=dict)
     #: Plugin-specific facts to keep in the audit record (e.g. break-glass reason).
     audit_extra: dict[str, Any] = field(default_factory=dict)
 

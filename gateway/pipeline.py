@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
+import jsonpatch
+import jsonpointer
 import orjson
 import structlog
 from aiohttp import web
@@ -24,7 +26,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError, Reason, error, operation_outcome
 from gateway.fhir.filter import apply_verdicts
 from gateway.fhir.request import check_format, parse_params, parse_request
-from gateway.fhir.resources import Slot, collect
+from gateway.fhir.resources import Slot, collect, resource_patients
 from gateway.fhir.validate import validate_write
 from gateway.policy import PolicyError
 from gateway.proxy import FHIR_JSON, rewrite_url, rewrite_urls
@@ -242,7 +244,59 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
     # 8. Plugins' last look (watermarks come here), then the caller's answer.
     for plugin in gw.plugins:
         await plugin.before_release(ctx, upstream.body)
-    return _json_response(upstream.status, upstream.body, ctx, headers)
+    return _json_response(upstream.status, upstream.body, ctx, {**headers, **ctx.response_headers})
+
+
+SENSITIVITY_SYSTEMS = frozenset(
+    {
+        "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+    }
+)
+
+
+def _labels(resource: Any) -> set[str]:
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    return {
+        str(c.get("code"))
+        for c in (meta or {}).get("security") or []
+        if isinstance(c, dict) and c.get("system") in SENSITIVITY_SYSTEMS
+    }
+
+
+async def _decide_effect(gw: Gateway, ctx: RequestContext, current: dict[str, Any]) -> None:
+    """A write is judged by what it produces, not only by its URL (security review).
+
+    A JSON Patch can re-point `subject` (or `copy` `focus` into it) and move a record into another
+    patient's chart, or drop the labels that restrict it. The patch is applied here to the version
+    just read; the patients of the result join the targets and the request is decided again, with
+    the labels the write would remove (only records officers may lower a record's sensitivity, I.3).
+    """
+    assert ctx.fhir is not None
+    if ctx.fhir.interaction == "patch":
+        try:
+            result = jsonpatch.apply_patch(current, ctx.fhir.body)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError) as exc:
+            raise error(
+                422, "processing", "fhir.patch-failed", f"the patch cannot be applied: {exc}", "补丁无法应用"
+            ) from None
+    else:
+        result = ctx.fhir.body
+    added = resource_patients(result) - set(ctx.fhir.all_patients())
+    removed_labels = sorted(_labels(current) - _labels(result))
+    if not added and not removed_labels:
+        return
+    ctx.fhir.patients |= added
+    ctx.audit_extra["write_effect"] = {"patients_added": sorted(added), "labels_removed": removed_labels}
+    for plugin in gw.plugins:  # facts about the patients the write now reaches
+        await plugin.before_decision(ctx)
+    again = ctx.decision_input(_now_iso())
+    again["target"]["labels_removed"] = removed_labels
+    decision = await _ask_policy(ctx, gw.engine.decide_request(again))
+    _raise_alerts(ctx, decision.obligations)
+    if not decision.allow:
+        ctx.decision, ctx.reasons = "deny", decision.reasons
+        raise GatewayError(403, "forbidden", decision.reasons)
 
 
 def _sha256(data: bytes) -> str:
@@ -323,13 +377,15 @@ async def _check_current_versions(
                 "policy.withheld", "the record is withheld by policy", "该记录依策略不予提供", "I.4"
             )
             raise GatewayError(403, "forbidden", refused or [withheld])
+    top = ctx.fhir
+    if top in targets and currents and top.interaction in ("patch", "update"):
+        await _decide_effect(gw, ctx, currents[0][0])
     versions = [((body.get("meta") or {}).get("versionId"), etag) for body, etag in currents]
     ctx.audit_extra["versions_before"] = [v for v, _ in versions]
     # Hashes of what was there, so "who changed what" is answerable from the audit alone (I.3, II.2).
     ctx.audit_extra["body_hashes_before"] = [
         _sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)) for body, _ in currents
     ]
-    top = ctx.fhir
     if (
         top in targets
         and currents

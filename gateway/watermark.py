@@ -81,7 +81,8 @@ class Codec:
         return START + bits.translate(_TO_MARK) + END
 
     def find(self, text: str) -> list[Mark]:
-        """Every mark in ``text``, in order, each checked against the secret."""
+        """Every mark in ``text``, in order, each checked against the secret (offsets are into
+        the text with escaped mark characters turned back into characters)."""
         text = unescape(text)
         marks: list[Mark] = []
         for m in _MARK_RE.finditer(text):

@@ -48,5 +48,7 @@ export EMRGUARD_AUDIT_LOG="${EMRGUARD_AUDIT_LOG:-var/audit.jsonl}"
 [[ -s var/dev-keys/audit-signing.pem ]] || $PY -c 'from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K; from cryptography.hazmat.primitives import serialization as s; print(K.generate().private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()).decode())' > var/dev-keys/audit-signing.pem
 export EMRGUARD_AUDIT_SIGNING_KEY_FILE="${EMRGUARD_AUDIT_SIGNING_KEY_FILE:-var/dev-keys/audit-signing.pem}"
 export EMRGUARD_AUDIT_CHECKPOINT_FILE="${EMRGUARD_AUDIT_CHECKPOINT_FILE:-var/audit-checkpoints.jsonl}"
+[[ -s var/dev-keys/watermark-secret ]] || $PY -c 'import secrets; print(secrets.token_urlsafe(32))' > var/dev-keys/watermark-secret
+export EMRGUARD_WATERMARK_SECRET="${EMRGUARD_WATERMARK_SECRET:-$(cat var/dev-keys/watermark-secret)}"
 export EMRGUARD_PSEUDONYM_SECRET="${EMRGUARD_PSEUDONYM_SECRET:-$(cat var/dev-keys/pseudonym-secret)}"
 .venv/bin/emrguard serve

@@ -217,6 +217,7 @@ def make_settings(tmp_path: Path, idp: IdentityProvider) -> Any:
             db=str(tmp_path / "emrguard.sqlite"),
             audit_log=str(tmp_path / "audit.jsonl"),
             pseudonym_secret="test-pseudonym-secret-0123456789-abcdef",
+            watermark_secret="test-watermark-secret-0123456789-abcdef",
         )
         values.update(overrides)
         return Settings(**values)

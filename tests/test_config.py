@@ -22,6 +22,7 @@ BASE_ENV = {
     "EMRGUARD_AUDIENCE": "emrguard",
     "EMRGUARD_POLICY_DIR": POLICY_DIR,
     "EMRGUARD_PSEUDONYM_SECRET": "0123456789abcdef0123456789abcdef",
+    "EMRGUARD_WATERMARK_SECRET": "watermark-0123456789abcdef0123456789",
 }
 
 
@@ -98,6 +99,7 @@ policy_dir = "{POLICY_DIR}"
 db = "/var/lib/file.sqlite"
 audit_log = "/var/log/file.jsonl"
 pseudonym_secret = "file-secret-0123456789abcdef0123456789"
+watermark_secret = "file-watermark-0123456789abcdef0123456789"
 """
 
 

@@ -49,6 +49,7 @@ async def test_sigkill_mid_load_loses_no_record_of_a_received_response(
         "EMRGUARD_DB": str(db),
         "EMRGUARD_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
         "EMRGUARD_PSEUDONYM_SECRET": "crash-test-pseudonym-secret-0123456789",
+        "EMRGUARD_WATERMARK_SECRET": "crash-test-watermark-secret-0123456789",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve"],

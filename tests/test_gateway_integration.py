@@ -873,3 +873,50 @@ async def test_token_with_object_kid_is_401_not_500(gw: Harness, idp: Any, fhir_
 def tokens_with_header(idp: Any, header: dict[str, Any]) -> str:
     enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
     return f"{enc(header)}.{enc({'sub': 'x', 'iss': ISSUER, 'aud': AUDIENCE, 'exp': 4102444800})}.c2ln"
+
+
+async def test_patch_is_judged_by_what_it_produces(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """Security review: a JSON Patch re-pointing `subject` (or copying `focus` into it) moved a
+    record into an unrelated patient's chart, and removing labels lowered its grade for everyone."""
+    own, other = fhir_server.patients[3], fhir_server.patients[4]  # cardiology, psychiatry
+    dept = fhir_server.departments[own]
+    headers = {
+        **auth(idp.token("physician", sub="dr-li", dept=dept)),
+        "Content-Type": "application/json-patch+json",
+    }
+    obs = await upstream_post(
+        fhir_server,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "bp"},
+            "subject": {"reference": own},
+            "meta": {
+                "security": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+                ]
+            },
+        },
+    )
+    for patch in (
+        [{"op": "replace", "path": "/subject", "value": {"reference": other}}],
+        [
+            {"op": "add", "path": "/focus", "value": [{"reference": other}]},
+            {"op": "copy", "from": "/focus/0", "path": "/subject"},
+        ],
+    ):
+        resp = await gw.client.patch(
+            f"/fhir/Observation/{obs['id']}", data=json.dumps(patch), headers=headers
+        )
+        assert resp.status == 403, patch
+        assert "care.no-relationship" in oo_rules(await resp.json(content_type=None))
+    resp = await gw.client.patch(
+        f"/fhir/Observation/{obs['id']}",
+        data=json.dumps([{"op": "remove", "path": "/meta/security"}]),
+        headers=headers,
+    )
+    assert resp.status == 403 and "write.label-removed" in oo_rules(await resp.json(content_type=None))
+    async with aiohttp.ClientSession() as s:  # nothing changed upstream
+        async with s.get(f"{fhir_server.base}/Observation/{obs['id']}") as r:
+            now = await r.json(content_type=None)
+    assert now["subject"]["reference"] == own and now["meta"]["security"][0]["code"] == "R"

@@ -123,20 +123,6 @@ def test_valid_transaction_passes():
     validate_write(parse_request("POST", "", [], bundle), FHIR_JSON)
 
 
-def test_transaction_patch_entry_with_non_resource_body_is_refused():
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "resource": [{"op": "remove", "path": "/note"}],
-                "request": {"method": "PATCH", "url": "Observation/o1"},
-            }
-        ],
-    }
-    assert any("Bundle.entry[0].resource" in p for p in problems("POST", "", bundle))
-
-
 def test_json_patch_accepts_operation_list():
     ops = [
         {"op": "replace", "path": "/status", "value": "amended"},
@@ -168,26 +154,38 @@ def test_json_patch_bad_operations_are_named_by_index():
     assert [p.split(":")[1].strip() for p in found] == ["patch[1]", "patch[2]", "patch[3]", "patch[4]"]
 
 
-def test_fhirpath_patch_must_be_parameters():
-    """Without the JSON Patch media type the body is a FHIRPath Patch: a Parameters resource."""
-    good = {
+def test_fhirpath_patch_is_refused():
+    """A FHIRPath Patch cannot be applied by the gateway to see what it produces: only JSON Patch
+    is accepted (security review: a patch could move a record into another patient's chart)."""
+    params = {
         "resourceType": "Parameters",
-        "parameter": [
+        "parameter": [{"name": "operation", "part": [{"name": "type", "valueCode": "replace"}]}],
+    }
+    with pytest.raises(GatewayError) as info:
+        validate_write(parse_request("PATCH", "Observation/o1", [], params), FHIR_JSON)
+    assert info.value.status == 415 and info.value.reasons[0].rule == "fhir.patch-format"
+
+
+def test_patch_inside_a_bundle_is_refused():
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
             {
-                "name": "operation",
-                "part": [
-                    {"name": "type", "valueCode": "replace"},
-                    {"name": "path", "valueString": "Observation.status"},
-                    {"name": "value", "valueCode": "amended"},
-                ],
+                "request": {"method": "PATCH", "url": "Observation/o1"},
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/json-patch+json",
+                    "data": "W10=",
+                },
             }
         ],
     }
-    validate_write(parse_request("PATCH", "Observation/o1", [], good), FHIR_JSON)
-    found = problems(
-        "PATCH", "Observation/o1", [{"op": "replace", "path": "/status", "value": "x"}], FHIR_JSON
+    with pytest.raises(GatewayError) as info:
+        validate_write(parse_request("POST", "", [], bundle), FHIR_JSON)
+    assert (
+        info.value.reasons[0].rule == "fhir.patch-in-bundle" and "Bundle.entry[0]" in info.value.reasons[0].en
     )
-    assert any(p.startswith("invalid FHIR resource: Parameters") for p in found)
 
 
 def test_reads_and_deletes_are_not_validated():

@@ -22,7 +22,6 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.app import create_app
 from gateway.cli import main
-from gateway.context import RequestContext
 from gateway.fhir.resources import collect
 from gateway.watermark import (
     END,
@@ -329,11 +328,6 @@ async def test_every_resource_of_a_search_bundle_is_tagged(disclosed: Disclosed,
 
 
 @integration
-@pytest.mark.xfail(
-    "response_headers" not in {f.name for f in dataclasses.fields(RequestContext)},
-    reason="the pipeline does not yet release headers set on the context (RequestContext.response_headers)",
-    strict=True,
-)
 async def test_watermark_header_names_the_disclosure(disclosed: Disclosed, idp: Any) -> None:
     _, headers = await read(disclosed, idp, f"/fhir/{disclosed.observation}")
     assert headers[HEADER] == headers["X-Request-Id"]

@@ -186,7 +186,11 @@ def patients_in_params(resource_type: str | None, params: dict[str, list[str]]) 
                 if "/" in item:
                     patient = reference_patient({"reference": item.split("://", 1)[-1]})
                     if patient == UNRESOLVED_PATIENT:
-                        raise _bad(f"'{item[:80]}' is not a valid patient reference", f"“{item[:80]}”不是有效的患者引用", "fhir.bad-id")
+                        raise _bad(
+                            f"'{item[:80]}' is not a valid patient reference",
+                            f"“{item[:80]}”不是有效的患者引用",
+                            "fhir.bad-id",
+                        )
                     if patient:
                         found.add(patient)
                     elif name in PATIENT_PARAMS:

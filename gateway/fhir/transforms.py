@@ -68,7 +68,8 @@ def walk_references(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
     """Call ``visit`` on every Reference inside a resource (also a logical one, by identifier only)."""
     if isinstance(node, dict):
         if isinstance(node.get("reference"), str) or (
-            isinstance(node.get("identifier"), dict) and ("display" in node or "type" in node or len(node) == 1)
+            isinstance(node.get("identifier"), dict)
+            and ("display" in node or "type" in node or len(node) == 1)
         ):
             visit(node)
         for key, value in node.items():

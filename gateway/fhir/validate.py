@@ -56,23 +56,40 @@ def validate_write(req: FhirRequest, content_type: str) -> None:
     if req.interaction in ("create", "update"):
         problems = _problems(req.body, req.resource_type or "resource")
     elif req.interaction == "patch":
-        if "json-patch" in content_type:
-            problems = _json_patch_problems(req.body)
-        else:
-            problems = _problems(req.body, "Parameters")  # FHIRPath Patch
+        if "json-patch" not in content_type:
+            # A FHIRPath Patch cannot be applied here to see what it would produce: refused.
+            raise GatewayError(
+                415,
+                "not-supported",
+                [
+                    Reason(
+                        "fhir.patch-format",
+                        "only JSON Patch (application/json-patch+json) is accepted for PATCH",
+                        "PATCH 仅接受 JSON Patch(application/json-patch+json)",
+                        "I.3",
+                    )
+                ],
+            )
+        problems = _json_patch_problems(req.body)
     elif req.interaction in ("batch", "transaction"):
         for i, entry in enumerate(req.entries):
-            if entry.interaction in ("create", "update") or (
-                entry.interaction == "patch" and entry.body is not None
-            ):
-                where = f"Bundle.entry[{i}].resource"
-                if (
-                    entry.interaction == "patch"
-                    and isinstance(entry.body, dict)
-                    and entry.body.get("resourceType") == "Binary"
-                ):
-                    continue  # JSON Patch in a Binary: checked by the server
-                problems += _problems(entry.body, where)
+            if entry.interaction == "patch":
+                # What a patch in a batch produces is not checked here (it could move a record into
+                # another patient's chart): send it on its own, where it is applied and judged.
+                raise GatewayError(
+                    400,
+                    "not-supported",
+                    [
+                        Reason(
+                            "fhir.patch-in-bundle",
+                            f"Bundle.entry[{i}]: PATCH inside a batch/transaction is not accepted; send it alone",
+                            f"Bundle.entry[{i}]:批处理中不接受 PATCH,请单独发送",
+                            "I.3",
+                        )
+                    ],
+                )
+            if entry.interaction in ("create", "update"):
+                problems += _problems(entry.body, f"Bundle.entry[{i}].resource")
     if problems:
         problems = problems[:MAX_PROBLEMS]
         raise GatewayError(

@@ -102,3 +102,22 @@ deny contains r if {
 		sprintf("%s不接受条件写入:请先读取记录,再按 id 写入", [t.where]),
 	)
 }
+
+# I.3 / I.4: lowering a record's sensitivity (removing a confidentiality or sensitivity label) changes
+# who may see it; only the listed roles (records officers) may. The gateway lists the labels a write
+# would remove in input.target.labels_removed, having compared the new version with the current one.
+deny contains r if {
+	removed := object.get(input.target, "labels_removed", [])
+	count(removed) > 0
+	not label_removal_allowed
+	r := data.emr.lib.reason(
+		"write.label-removed", "I.3",
+		sprintf("this write would remove the security labels %v: only %s may lower a record's sensitivity", [removed, data.emr.lib.joined(cfg.label_removal_roles)]),
+		sprintf("该写入将移除安全标签 %v:仅 %s 可降低病历敏感级别", [removed, data.emr.lib.joined(cfg.label_removal_roles)]),
+	)
+}
+
+label_removal_allowed if {
+	some role in data.emr.roles.active
+	role in cfg.label_removal_roles
+}

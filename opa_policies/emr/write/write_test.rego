@@ -87,3 +87,22 @@ test_conditional_writes_refused if {
 	some r in d3.reasons
 	startswith(r.en, "Bundle.entry[0]: ")
 }
+
+test_label_removal_needs_records_officer if {
+	inp := {
+		"subject": {"id": "dr-li", "roles": ["physician"], "dept": "cardiology", "grants": []},
+		"purpose": "TREAT", "time": "2026-12-01T08:00:00Z",
+		"action": {"interaction": "patch", "method": "PATCH", "level": "instance", "operation": null, "conditional": false},
+		"target": {"type": "Observation", "id": "o1", "patients": [], "params": {}, "entries": [], "labels_removed": ["V"]},
+		"patients": {},
+	}
+	some r in data.emr.write.deny with input as inp
+	r.rule == "write.label-removed"
+	officer := object.union(inp, {"subject": {"id": "rec-chen", "roles": ["records_officer"], "dept": "records", "grants": []}})
+	not any_label_denial with input as officer
+}
+
+any_label_denial if {
+	some r in data.emr.write.deny
+	r.rule == "write.label-removed"
+}
