@@ -435,3 +435,16 @@ async def test_seal_and_care_hold_by_every_link_not_only_subject(story: Story) -
     await story.store.seal_patient(pid, "media event", "舆情-2026-032", [], by="rec-chen")
     status, body = await story.get(f"/fhir/Appointment/{appt['id']}", "nurse", "nurse-zhao", "cardiology")
     assert status == 403 and "seal.sealed" in rules(body)
+
+
+async def test_emergency_purpose_without_reason_is_no_way_round_the_grade_cap(story: Story) -> None:
+    """Security review: a nurse switching to ETREAT (cap 5) with no reason saw an HIV diagnosis
+    hidden under TREAT (cap 4). An emergency purpose now needs a stated, audited, alerted reason."""
+    p = await story.patient(
+        "infectious_disease",
+        {"code": {"coding": [{"system": ICD10, "code": "B20"}]}, "meta": {"security": [V, HIV_LABEL]}},
+    )
+    status, body = await story.get(
+        f"/fhir/Condition?subject={p['patient']}", "nurse", "nurse-li", "infectious_disease", purpose="ETREAT"
+    )
+    assert status == 403 and "purpose.reason-required" in rules(body)

@@ -74,13 +74,13 @@ test_break_glass_needs_a_reason if {
 	every reason in [null, "", "   "] {
 		inp := object.union(f.read("nurse-zhao", "ETREAT", "Observation", ["Patient/p2"]), {"break_glass": {"reason": reason}})
 		d := request.decision with input as inp
-		f.rules(d) == {"care.no-relationship"}
+		f.rules(d) == {"care.no-relationship", "purpose.reason-required"}
 		some r in d.reasons
 		contains(r.en, "X-Break-Glass-Reason")
 		d.obligations == []
 	}
 	d := request.decision with input as f.read("nurse-zhao", "BTG", "Observation", ["Patient/p2"])
-	f.rules(d) == {"care.no-relationship"}
+	f.rules(d) == {"care.no-relationship", "purpose.reason-required"}
 }
 
 # No waiver for TREAT, nor for roles that cannot break the glass.

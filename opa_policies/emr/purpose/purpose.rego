@@ -42,3 +42,17 @@ deny contains r if {
 		sprintf("使用目的“%s”不属于医疗、教学、研究或医院管理:请使用 %s 之一", [data.emr.lib.purpose, permitted_codes]),
 	)
 }
+
+# I.4 / II.3: the emergency purposes (ETREAT, BTG) carry the highest grade caps; claiming them
+# without saying why (header X-Break-Glass-Reason) would be a silent way round the TREAT caps.
+# Every emergency use states its reason, is audited with it and raises an alert.
+deny contains r if {
+	not data.emr.lib.exempt
+	data.emr.lib.purpose in cfg.reason_required
+	data.emr.care.break_glass_reason == ""
+	r := data.emr.lib.reason(
+		"purpose.reason-required", "I.4",
+		sprintf("purpose %s needs a reason: send header X-Break-Glass-Reason saying why this emergency access is needed", [data.emr.lib.purpose]),
+		sprintf("使用目的 %s 须说明理由:请在请求头 X-Break-Glass-Reason 中说明紧急访问的原因", [data.emr.lib.purpose]),
+	)
+}

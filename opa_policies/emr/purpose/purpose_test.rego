@@ -8,8 +8,17 @@ import data.emr.request
 # I.2: care, teaching, research and hospital management are purposes of use.
 test_each_permitted_purpose_is_accepted if {
 	every who, purpose in {"dr-li": "TREAT", "nurse-zhao": "ETREAT", "res-1": "BTG", "stu-001": "TRAIN", "sci-1": "HRESCH", "rec-chen": "HOPERAT"} {
-		d := request.decision with input as f.read(who, purpose, "Patient", ["Patient/p1"])
+		d := request.decision with input as f.with_break_glass(f.read(who, purpose, "Patient", ["Patient/p1"]), "emergency")
 		d.allow
+	}
+}
+
+# I.4: the emergency purposes need a stated reason, even for a related patient (their caps are higher).
+test_emergency_purpose_needs_a_reason if {
+	every purpose in ["ETREAT", "BTG"] {
+		d := request.decision with input as f.read("nurse-zhao", purpose, "Observation", ["Patient/p1"])
+		not d.allow
+		"purpose.reason-required" in f.rules(d)
 	}
 }
 

@@ -11,7 +11,7 @@ write(who, purpose, interaction, type, pts) := f.req(who, purpose, interaction, 
 test_clinical_writes if {
 	every inp in [
 		write("nurse-zhao", "TREAT", "create", "Observation", ["Patient/p1"]),
-		write("nurse-zhao", "ETREAT", "patch", "Observation", ["Patient/p1"]),
+		f.with_break_glass(write("nurse-zhao", "ETREAT", "patch", "Observation", ["Patient/p1"]), "arrest"),
 		write("dr-li", "TREAT", "update", "Condition", ["Patient/p1"]),
 		write("ph-1", "TREAT", "create", "MedicationDispense", ["Patient/p2"]),
 		write("rec-chen", "HOPERAT", "update", "Binary", ["Patient/p2"]),
