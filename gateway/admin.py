@@ -324,6 +324,16 @@ async def create_grant(request: web.Request, ctx: RequestContext, gw: Gateway, c
     grant = validate_grant(await _json_body(request, "II.1"))
     call.target.update(grant_operator=grant["operator"], kind=grant["kind"])
     assert ctx.operator is not None
+    if grant["operator"] == ctx.operator.id:
+        # II.1: permissions are given by the institution, not taken; nobody grants themselves.
+        raise error(
+            403,
+            "forbidden",
+            "grant.self",
+            "an operator cannot grant access to their own account",
+            "操作人员不得为本人账号授权",
+            "II.1",
+        )
     created = await gw.store.create_grant(grant, by=ctx.operator.id)
     call.target["grant_id"] = created["id"]
     call.target.update(start=created["start"], end=created["end"])
@@ -425,8 +435,15 @@ async def list_alerts(request: web.Request, ctx: RequestContext, gw: Gateway, ca
 async def policy_explain(
     request: web.Request, ctx: RequestContext, gw: Gateway, call: Call
 ) -> tuple[int, Any]:
-    """What the policy would decide and why, without touching the EMR (gateway/explain.py)."""
-    return 200, await explain(gw, ctx, await _json_body(request, "I.3"))
+    """What the policy would decide and why, without touching the EMR (gateway/explain.py).
+
+    The patients explained about are audited as targets: probing a patient's seal through explain
+    is as traceable as reading the record (II.2).
+    """
+    out = await explain(gw, ctx, await _json_body(request, "I.3"))
+    for patient in sorted(out["input"].get("patients") or {}):
+        _target_patient(ctx, call, patient)
+    return 200, out
 
 
 def _audit_query(request: web.Request) -> AuditQuery:

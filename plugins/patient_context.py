@@ -10,12 +10,14 @@ lookup fails the request fails closed: no facts, no decision, no data.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from gateway.context import RequestContext
 from gateway.errors import error
+from gateway.fhir.resources import UNRESOLVED_PATIENT
 from gateway.plugin import Plugin
 
 # Department codes on Encounter.serviceType / Encounter.type / CareTeam.category.
@@ -50,14 +52,29 @@ def _entries(bundle: Any) -> list[dict[str, Any]]:
     ]
 
 
-def facts_from(encounters: Any, care_teams: Any, patient: Any) -> dict[str, Any]:
+# An Encounter that never happened, or a CareTeam no longer caring, makes no relationship.
+VOID_ENCOUNTER = frozenset({"cancelled", "entered-in-error"})
+ACTIVE_CARE_TEAM = frozenset({"active", "proposed"})
+
+
+def _ended(period: Any, now_iso: str) -> bool:
+    end = period.get("end") if isinstance(period, dict) else None
+    return isinstance(end, str) and end[:19] < now_iso[:19]
+
+
+def facts_from(encounters: Any, care_teams: Any, patient: Any, now_iso: str = "") -> dict[str, Any]:
+    now_iso = now_iso or datetime.now(UTC).isoformat()
     departments: set[str] = set()
     for enc in _entries(encounters):
+        if enc.get("status") in VOID_ENCOUNTER:
+            continue
         departments |= _codes(enc.get("serviceType"), DEPARTMENT_SYSTEM) | _codes(
             enc.get("type"), DEPARTMENT_SYSTEM
         )
     team: set[str] = set()
     for ct in _entries(care_teams):
+        if ct.get("status", "active") not in ACTIVE_CARE_TEAM or _ended(ct.get("period"), now_iso):
+            continue
         departments |= _codes(ct.get("category"), DEPARTMENT_SYSTEM)
         for participant in ct.get("participant") or []:
             member = participant.get("member") if isinstance(participant, dict) else None
@@ -96,6 +113,11 @@ class PatientContextPlugin(Plugin):
         now = time.monotonic()
         missing = []
         for p in patients:
+            if p == UNRESOLVED_PATIENT:  # named by identifier only: no facts, so no relationship
+                ctx.patient_context.setdefault(p, {}).update(
+                    {"departments": [], "care_team": [], "flags": []}
+                )
+                continue
             hit = self._cache.get(p)
             if hit and hit[0] > now:
                 ctx.patient_context.setdefault(p, {}).update(hit[1])

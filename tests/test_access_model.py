@@ -345,6 +345,8 @@ async def test_policy_explain_says_why_without_touching_the_upstream(story: Stor
     out = await resp.json()
     assert out["decision"]["allow"] is False and "care.no-relationship" in out["rules_fired"]
     assert out["input"]["patients"]["Patient/nowhere-1"]["departments"] == ["psychiatry"]
+    # Explaining about a patient is as traceable as reading the record (II.2).
+    assert "Patient/nowhere-1" in read_audit(story.settings)[-1]["patients_targeted"]
     nurse = story.idp.token("nurse", sub="nurse-zhao", dept="cardiology")
     assert (
         await story.client.post(

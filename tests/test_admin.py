@@ -438,3 +438,17 @@ async def test_concurrent_seal_requests_one_wins(admin: Admin) -> None:
     results = await asyncio.gather(*(admin.post("/admin/seals", REC, body) for _ in range(8)))
     assert sorted(s for s, _ in results) == [201] + [409] * 7
     assert len(admin.audit()) == 8
+
+
+async def test_nobody_grants_themselves(admin: Admin) -> None:
+    """II.1: permissions are given by the institution; a records officer cannot grant himself export."""
+    body = {
+        "kind": "export",
+        "operator": "u-rec-001",
+        "purposes": ["HOPERAT"],
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2036-01-01T00:00:00Z",
+        "scope": {"types": ["Patient"]},
+    }
+    status, out = await admin.post("/admin/grants", REC, body)
+    assert status == 403 and out["issue"][0]["details"]["coding"][0]["code"] == "grant.self"
