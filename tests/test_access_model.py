@@ -450,3 +450,24 @@ async def test_emergency_purpose_without_reason_is_no_way_round_the_grade_cap(st
         f"/fhir/Condition?subject={p['patient']}", "nurse", "nurse-li", "infectious_disease", purpose="ETREAT"
     )
     assert status == 403 and "purpose.reason-required" in rules(body)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "B20"}]}},
+        {"code": {"coding": [{"system": "urn:oid:2.16.156.10011.2.3.3.11", "code": "B20.001"}]}},
+        {"code": {"coding": [{"system": "http://snomed.info/sct", "code": "86406008"}]}},
+        {
+            "code": {"text": "follow-up"},
+            "evidence": [{"code": [{"coding": [{"system": ICD10, "code": "F11.2"}]}]}],
+        },
+    ],
+)
+async def test_sensitive_codes_graded_in_any_system_and_element(story: Story, condition: dict) -> None:
+    """Security review #4: HIV under ICD-10-CM, the national code set, SNOMED, or in evidence.code."""
+    p = await story.patient("cardiology", condition)
+    status, body = await story.get(
+        f"/fhir/Condition?subject={p['patient']}", "nurse", "nurse-zhao", "cardiology"
+    )
+    assert status == 200 and body.get("entry", []) == []

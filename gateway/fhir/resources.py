@@ -14,17 +14,6 @@ from typing import Any
 
 # Elements that point at the patient a resource is about (Patient compartment, most used ones).
 PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
-# Elements whose codings the policy grades on (diagnoses, tests, drugs, categories).
-CODED_ELEMENTS = (
-    "code",
-    "category",
-    "type",
-    "valueCodeableConcept",
-    "medicationCodeableConcept",
-    "reasonCode",
-    "serviceType",
-    "class",
-)
 # Bundles the server generates to carry answers: only their contents are judged. Any other Bundle
 # (a stored document, message or collection) is a resource of its own with its own labels, and is
 # judged as one (its verdict covers everything inside) as well as entry by entry.
@@ -103,6 +92,27 @@ def _codings(value: Any) -> list[dict[str, str]]:
     return out
 
 
+def all_codings(resource: dict[str, Any]) -> list[dict[str, str]]:
+    """Every Coding anywhere in a resource (not its meta, not contained resources): a diagnosis can
+    sit in code, conclusionCode, evidence.code, component.code, diagnosis.diagnosisCodeableConcept ...
+    and the grade must see it wherever it is (security review #4)."""
+    found: dict[tuple[str, str], None] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("code"), str) and isinstance(node.get("system"), str):
+                found[(node["system"], node["code"])] = None
+            for key, value in node.items():
+                if key not in ("meta", "contained"):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in resource.items() if k not in ("meta", "contained")})
+    return [{"system": s, "code": c} for s, c in found]
+
+
 @dataclass
 class Slot:
     """Where one resource sits in the response, so its verdict can be applied in place."""
@@ -119,10 +129,7 @@ class Slot:
         r = self.resource
         meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
         patients = sorted(resource_patients(r))
-        codes: list[dict[str, str]] = []
-        for name in CODED_ELEMENTS:
-            if name in r:
-                codes.extend(_codings(r[name]))
+        codes = all_codings(r)
         search = (self.entry or {}).get("search") or {}
         return {
             "type": r.get("resourceType"),
