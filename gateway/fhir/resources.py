@@ -98,16 +98,16 @@ def all_codings(resource: dict[str, Any]) -> list[dict[str, str]]:
     and the grade must see it wherever it is (security review #4)."""
     found: dict[tuple[str, str], None] = {}
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, in_coding: bool = False) -> None:
         if isinstance(node, dict):
-            if isinstance(node.get("code"), str) and isinstance(node.get("system"), str):
-                found[(node["system"], node["code"])] = None
+            if isinstance(node.get("code"), str) and (in_coding or isinstance(node.get("system"), str)):
+                found[(str(node.get("system", "")), node["code"])] = None
             for key, value in node.items():
                 if key not in ("meta", "contained"):
-                    walk(value)
+                    walk(value, key == "coding")
         elif isinstance(node, list):
             for item in node:
-                walk(item)
+                walk(item, in_coding)
 
     walk({k: v for k, v in resource.items() if k not in ("meta", "contained")})
     return [{"system": s, "code": c} for s, c in found]
