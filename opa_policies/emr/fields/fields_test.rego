@@ -5,7 +5,10 @@ import rego.v1
 import data.emr.fixtures as f
 import data.emr.response
 
-identifiers := ["address", "contact", "identifier", "name", "photo", "telecom"]
+identifiers := ["address", "contact", "identifier", "name", "note", "photo", "telecom"]
+
+# Every type loses its identifiers (MRN, accession, insurance numbers) and free-text notes.
+any_type := ["identifier", "note"]
 
 year := {"op": "year", "path": "birthDate"}
 
@@ -18,7 +21,7 @@ test_training_deidentifies if {
 	d.verdicts[0].redact == identifiers
 	d.verdicts[0].transform == [year, no_display]
 	d.verdicts[0].pseudonymise == false
-	d.verdicts[1].redact == []
+	d.verdicts[1].redact == any_type
 	d.verdicts[1].transform == [no_display]
 }
 
@@ -66,4 +69,13 @@ test_keep_only_needs_every_role_scoped if {
 	d := response.decision with input as f.with_subject(f.resp("ven-1", "HOPERAT", [f.entry("Device", []), f.entry("Encounter", ["Patient/p1"])]), s)
 	f.kept(d) == [true, true]
 	d.verdicts[0].transform == []
+}
+
+# Relatives and insurance: their names and numbers identify the patient too.
+test_training_deidentifies_related_people_and_coverage if {
+	d := response.decision with input as f.resp("sci-1", "HRESCH", [f.entry("RelatedPerson", ["Patient/p2"]), f.entry("Coverage", ["Patient/p2"])])
+	"name" in d.verdicts[0].redact
+	"telecom" in d.verdicts[0].redact
+	"subscriberId" in d.verdicts[1].redact
+	"identifier" in d.verdicts[1].redact
 }
