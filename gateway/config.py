@@ -81,6 +81,9 @@ class Settings:
     #: Where signed checkpoints go (JSON lines, outside the database); they also go to the log stream.
     audit_checkpoint_file: str = ""
     audit_checkpoint_interval_seconds: float = 5.0
+    #: A FHIR server that keeps AuditEvents (IHE BALP); empty: no forwarding.
+    audit_forward_url: str = ""
+    audit_forward_authorization: str = ""
     # --- pipeline switches (bench floor only: see `make bench`) -----------------------------
     #: Turns policy, filtering and audit off: a bare pass-through, the floor of this stack.
     #: Refused unless ``unsafe_bench_mode_acknowledged`` is also set; never in production.
@@ -211,6 +214,7 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"config key 'listen': '{s.listen}' is not host:port")
     _check_url("upstream_url", s.upstream_url, required=True)
     _check_url("public_base_url", s.public_base_url, required=False)
+    _check_url("audit_forward_url", s.audit_forward_url, required=False)
     if s.bare_passthrough and not s.unsafe_bench_mode_acknowledged:
         raise ConfigError(
             "config key 'bare_passthrough': switches off policy, filtering and audit; it exists only for "

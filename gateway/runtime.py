@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.audit import AuditLog
+from gateway.audit_forward import AuditForwarder
 from gateway.auth import TokenVerifier
 from gateway.config import Settings
 from gateway.fhir.transforms import Pseudonymiser
@@ -34,6 +35,7 @@ class Gateway:
     audit: AuditLog
     plugins: list[Plugin] = field(default_factory=list)
     pseudonymiser: Pseudonymiser | None = None
+    forwarder: AuditForwarder | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -57,11 +59,16 @@ class Gateway:
             ),
             plugins=load_plugins(settings.plugins),
             pseudonymiser=Pseudonymiser(settings.pseudonym_secret) if settings.pseudonym_secret else None,
+            forwarder=AuditForwarder(store, settings.audit_forward_url, settings.audit_forward_authorization)
+            if settings.audit_forward_url
+            else None,
         )
 
     async def start(self) -> None:
         await self.store.start()
         self.audit.start()
+        if self.forwarder is not None:
+            await self.forwarder.start()
         await self.upstream.start()
         if not self.settings.bare_passthrough:
             await self.verifier.start()
@@ -70,6 +77,8 @@ class Gateway:
                 await plugin.start(self)
 
     async def close(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.close()
         for plugin in reversed(self.plugins):
             await plugin.close()
         await self.engine.close()

@@ -103,6 +103,10 @@ CREATE TABLE IF NOT EXISTS alerts (          -- II.3: anomalous or unauthorised 
     detail     BLOB NOT NULL                 -- JSON object
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time);
+CREATE TABLE IF NOT EXISTS audit_forward (     -- how far each forwarding destination has received
+    destination TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL
+);
 """
 MAX_BATCH = 512
 #: SQLite's default bound on host parameters is 32766; stay well inside it per IN (...) list.
@@ -394,6 +398,28 @@ class Store:
         if self._db is None:
             raise StoreClosed("store is not open")
         return await self._run(self._query, sql, args)
+
+    # --- forwarding (the audit table is the durable outbox; a cursor says what was delivered) ----
+
+    async def forward_cursor(self, destination: str) -> int:
+        rows = await self._read("SELECT seq FROM audit_forward WHERE destination = ?", (destination,))
+        return int(rows[0][0]) if rows else 0
+
+    async def set_forward_cursor(self, destination: str, seq: int) -> None:
+        def upsert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO audit_forward (destination, seq) VALUES (?, ?)"
+                " ON CONFLICT (destination) DO UPDATE SET seq = excluded.seq",
+                (destination, seq),
+            )
+
+        await self._write(upsert)
+
+    async def records_after(self, seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        rows = await self._read(
+            "SELECT seq, record FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [(int(s), orjson.loads(blob)) for s, blob in rows]
 
     # --- grants (II.1: time-bound permissions) ------------------------------------------------
 
