@@ -46,11 +46,7 @@ class WatermarkPlugin(Plugin):
         mark = self.codec.encode(disclosure_id)  # raises on a malformed id: nothing leaves unmarked
         texts = sum(mark_resource(slot.resource, disclosure_id, mark, self.fields) for slot in slots)
         ctx.audit_extra["watermark"] = {"resources_tagged": len(slots), "texts_marked": texts}
-        # The response header needs the pipeline to release headers a plugin sets on the context;
-        # until RequestContext has `response_headers`, the same id is in X-Request-Id.
-        headers = getattr(ctx, "response_headers", None)
-        if isinstance(headers, dict):
-            headers[HEADER] = disclosure_id
+        ctx.response_headers[HEADER] = disclosure_id
 
 
 PLUGIN = WatermarkPlugin
