@@ -20,6 +20,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from gateway.aio import stop_task
 from gateway.audit_chain import load_private_key, sign_checkpoint
 from gateway.context import RequestContext
 from gateway.store import Store
@@ -96,12 +97,7 @@ class Checkpointer:
         self._task = asyncio.create_task(self._loop(), name="emrguard-audit-checkpoints")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
         await self.checkpoint()
 
     async def _loop(self) -> None:

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 import structlog
 
+from gateway.aio import stop_task
 from gateway.balp import to_audit_event
 from gateway.store import Store
 
@@ -39,12 +40,7 @@ class AuditForwarder:
         self._task = asyncio.create_task(self._loop(), name="emrguard-audit-forward")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
         if self._session is not None:
             await self._session.close()
 

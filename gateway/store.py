@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from gateway import audit_search
+from gateway.aio import stop_task
 from gateway.audit_chain import GENESIS, canonical, chain_hash
 from gateway.audit_search import AuditQuery
 
@@ -220,13 +221,8 @@ class Store:
         deadline = loop.time() + 5.0
         while (self._pending or self._inflight) and self._writer is not None and loop.time() < deadline:
             await asyncio.sleep(0.005)
-        if self._writer is not None:
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-            self._writer = None
+        await stop_task(self._writer)
+        self._writer = None
         for _, fut in self._pending + self._inflight:
             if not fut.done():
                 fut.set_exception(StoreClosed("store closed before the record was written"))
