@@ -78,13 +78,15 @@ else := rotation_patients if r in rotation_bound
 
 else := dept_patients | team_patients
 
-# ... and with it (break-the-glass reaches every patient of the input).
+# ... and with it. Break-the-glass reaches the patients the request names, never more: a search
+# across patients (Patient?name=) under ETREAT still returns only related patients (security review:
+# an emergency reason must not open the whole hospital).
 reach[r] := ps if {
 	some r in data.emr.roles.active
 	ps := reach_of(r)
 }
 
-reach_of(r) := known_patients if r in waiver
+reach_of(r) := normal_reach_of(r) | (data.emr.lib.request_patients & known_patients) if r in waiver
 
 else := normal_reach_of(r)
 

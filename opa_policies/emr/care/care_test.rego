@@ -108,15 +108,25 @@ test_response_drops_unrelated_patients if {
 
 test_response_break_glass_alert if {
 	entries := [f.entry("Observation", ["Patient/p1"]), f.entry("Observation", ["Patient/p2"]), f.entry("Observation", ["Patient/sealed"])]
-	d := response.decision with input as f.with_break_glass(f.resp("nurse-zhao", "BTG", entries), "stroke")
+	named := f.with_break_glass(f.req("nurse-zhao", "BTG", "search-type", "Observation", ["Patient/p2"]), "stroke")
+	d := response.decision with input as object.union(named, {"entries": entries})
 	f.kept(d) == [true, true, false]
 	[o.event | some o in d.obligations] == ["break-glass", "seal-access-denied"]
 	d.obligations[0].patients == ["Patient/p2"]
 }
 
+# Break-the-glass reaches the patients the request names, never a whole search's worth.
+test_break_glass_does_not_open_searches_across_patients if {
+	entries := [f.entry("Observation", ["Patient/p1"]), f.entry("Observation", ["Patient/p2"])]
+	d := response.decision with input as f.with_break_glass(f.resp("nurse-zhao", "BTG", entries), "stroke")
+	f.kept(d) == [true, false]
+	d.obligations == []
+}
+
 test_waiver_and_reach_sets if {
-	inp := f.with_break_glass(f.read("nurse-zhao", "ETREAT", "Observation", []), "x")
+	inp := f.with_break_glass(f.read("nurse-zhao", "ETREAT", "Observation", ["Patient/p2"]), "x")
 	data.emr.care.waiver == {"nurse"} with input as inp
-	data.emr.care.waiver_only == {"Patient/p2", "Patient/p3", "Patient/staff"} with input as inp
+	data.emr.care.waiver_only == {"Patient/p2"} with input as inp
+	data.emr.care.waiver_only == set() with input as f.with_break_glass(f.read("nurse-zhao", "ETREAT", "Observation", []), "x")
 	data.emr.care.waiver == set() with input as f.read("nurse-zhao", "ETREAT", "Observation", [])
 }
