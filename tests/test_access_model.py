@@ -471,3 +471,13 @@ async def test_sensitive_codes_graded_in_any_system_and_element(story: Story, co
         f"/fhir/Condition?subject={p['patient']}", "nurse", "nurse-zhao", "cardiology"
     )
     assert status == 200 and body.get("entry", []) == []
+
+
+async def test_probing_by_sensitive_code_is_refused(story: Story) -> None:
+    """Security review #7: with every B20 match withheld, paging links still told a grade-4 nurse
+    whether her patient had one. Searching by a code above one's grade is refused up front."""
+    p = await story.patient("cardiology")
+    status, body = await story.get(
+        f"/fhir/Condition?subject={p['patient']}&code=B20&_count=1", "nurse", "nurse-zhao", "cardiology"
+    )
+    assert status == 403 and "search.sensitive-code" in rules(body)

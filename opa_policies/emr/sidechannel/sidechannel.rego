@@ -84,3 +84,46 @@ deny contains r if {
 		sprintf("%s不提供 _summary=count:计数会包含您无权查看的记录", [t.where]),
 	)
 }
+
+# I.4: searching by a sensitive code above the operator's grade (Condition?code=B20 by a grade-4
+# role) is a probe: even with every match withheld, paging links and totals would tell whether a
+# patient has such a record (security review). Refused up front.
+code_system_ok(parts, _) if count(parts) == 1
+
+code_system_ok(parts, _) if {
+	count(parts) == 2
+	parts[0] == ""
+}
+
+code_system_ok(parts, alias) if {
+	count(parts) == 2
+	data.emr.grading.system_alias[parts[0]] == alias
+}
+
+searched_code_grades(params) := {g |
+	tables := data.emr.config.classification.sensitive_codes
+	some k, vs in params
+	split(k, ":")[0] in cfg.sensitive_code_params
+	some v in data.emr.lib.as_array(vs)
+	some item in split(data.emr.lib.as_string(v), ",")
+	parts := split(item, "|")
+	code := upper(trim_space(parts[count(parts) - 1]))
+	code != ""
+	some alias, table in tables
+	code_system_ok(parts, alias)
+	some n in numbers.range(1, count(code))
+	g := table[substring(code, 0, n)].grade
+}
+
+deny contains r if {
+	count(data.emr.roles.active) > 0
+	some t in data.emr.lib.targets
+	grades := searched_code_grades(t.params)
+	count(grades) > 0
+	max(grades) > data.emr.roles.max_cap
+	r := data.emr.lib.reason(
+		"search.sensitive-code", "I.4",
+		sprintf("%ssearching by a grade-%d code is not allowed for purpose %s: your roles reach grade %d, so the search would reveal whether such records exist", [t.where, max(grades), data.emr.lib.purpose, data.emr.roles.max_cap]),
+		sprintf("%s不得以 %s 为目的按 %d 级敏感代码检索:您的角色仅可查看 %d 级,此类检索会暴露相关记录是否存在", [t.where, data.emr.lib.purpose, max(grades), data.emr.roles.max_cap]),
+	)
+}

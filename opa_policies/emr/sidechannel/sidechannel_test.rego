@@ -71,3 +71,18 @@ test_summary_count_refused if {
 	d2 := request.decision with input as search("dr-li", "TREAT", {"_summary": ["text"]})
 	d2.allow
 }
+
+# Probing by a sensitive code above the operator's grade (security review: paging links told).
+test_search_by_sensitive_code_above_grade_refused if {
+	every code in ["B20", "http://hl7.org/fhir/sid/icd-10|B20.1", "|Z21", "icd|F32,B24"] {
+		inp := object.union(f.req("nurse-zhao", "TREAT", "search-type", "Condition", ["Patient/p1"]), {"target": {"params": {"code": [code]}}})
+		d := request.decision with input as inp
+		"search.sensitive-code" in f.rules(d)
+	}
+	ok := object.union(f.req("nurse-zhao", "TREAT", "search-type", "Condition", ["Patient/p1"]), {"target": {"params": {"code": ["J45"]}}})
+	d2 := request.decision with input as ok
+	d2.allow
+	md := object.union(f.req("dr-li", "TREAT", "search-type", "Condition", ["Patient/p1"]), {"target": {"params": {"code": ["B20"]}}})
+	d3 := request.decision with input as md
+	d3.allow
+}
