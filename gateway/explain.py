@@ -16,7 +16,6 @@ Optional ``resources`` are judged with the response decision, as if the upstream
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,6 +26,7 @@ from gateway.fhir.request import parse_request
 from gateway.fhir.resources import collect
 from gateway.policy import PolicyError
 from gateway.runtime import Gateway
+from gateway.store import utc_now
 
 FACT_KEYS = ("departments", "care_team", "flags")
 
@@ -85,8 +85,7 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
             "sealed": p in seals,
             "seal": seals.get(p),
         }
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    decision_input = sim.decision_input(body.get("time") or now)
+    decision_input = sim.decision_input(body.get("time") or utc_now())
     try:
         decision = await gw.engine.decide_request(decision_input)
         verdicts = (

@@ -12,7 +12,6 @@ import hashlib
 import time
 import uuid
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
@@ -31,6 +30,7 @@ from gateway.fhir.validate import validate_write
 from gateway.policy import PolicyError
 from gateway.proxy import FHIR_JSON, rewrite_url, rewrite_urls
 from gateway.runtime import Gateway
+from gateway.store import utc_now
 
 log = structlog.get_logger("emrguard.pipeline")
 T = TypeVar("T")
@@ -38,10 +38,6 @@ GATEWAY = web.AppKey("gateway", Gateway)
 FHIR_PREFIX = "/fhir"
 JSON_BODY_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
 FORM_TYPE = "application/x-www-form-urlencoded"
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _public_base(gw: Gateway, request: web.Request) -> str:
@@ -182,7 +178,7 @@ async def _decide_and_forward(gw: Gateway, request: web.Request, ctx: RequestCon
         await plugin.before_decision(ctx)
     # 4. The request decision.
     ctx.policy_engine, ctx.policy_revision = gw.engine.name, gw.engine.revision
-    now = _now_iso()
+    now = utc_now()
     decision_input = ctx.decision_input(now)
     decision = await _ask_policy(ctx, gw.engine.decide_request(decision_input))
     ctx.reasons, ctx.obligations = decision.reasons, decision.obligations
@@ -290,7 +286,7 @@ async def _decide_effect(gw: Gateway, ctx: RequestContext, current: dict[str, An
     ctx.audit_extra["write_effect"] = {"patients_added": sorted(added), "labels_removed": removed_labels}
     for plugin in gw.plugins:  # facts about the patients the write now reaches
         await plugin.before_decision(ctx)
-    again = ctx.decision_input(_now_iso())
+    again = ctx.decision_input(utc_now())
     again["target"]["labels_removed"] = removed_labels
     decision = await _ask_policy(ctx, gw.engine.decide_request(again))
     _raise_alerts(ctx, decision.obligations)
