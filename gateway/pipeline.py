@@ -404,12 +404,32 @@ async def _judge(
     new_patients = {p for e in entries for p in e["patients"]} - ctx.patient_context.keys()
     for plugin in gw.plugins:
         await plugin.before_response_decision(ctx, new_patients)
-    decision = await _ask_policy(ctx, gw.engine.decide_response(dict(decision_input, entries=entries)))
+    distinct, index = distinct_entries(entries)
+    decision = await _ask_policy(ctx, gw.engine.decide_response(dict(decision_input, entries=distinct)))
     _raise_alerts(ctx, decision.obligations)
-    for entry, verdict in zip(entries, decision.verdicts, strict=True):
+    verdicts = [decision.verdicts[i] for i in index]
+    for entry, verdict in zip(entries, verdicts, strict=True):
         if isinstance(verdict.get("grade"), int):
             ctx.grades[f"{entry['type']}/{entry['id']}"] = verdict["grade"]
-    return decision.verdicts
+    return verdicts
+
+
+def distinct_entries(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Entries equal in all but `id` and `path` are judged once (opa_policies/README.md: a rule must
+    not decide on id or path). A 100-entry search of one patient's heart rates is one entry to the
+    policy, not a hundred. Returns the distinct entries and, per entry, its distinct index."""
+    seen: dict[bytes, int] = {}
+    distinct: list[dict[str, Any]] = []
+    index: list[int] = []
+    for e in entries:
+        key = orjson.dumps(
+            {k: v for k, v in e.items() if k not in ("id", "path")}, option=orjson.OPT_SORT_KEYS
+        )
+        if key not in seen:
+            seen[key] = len(distinct)
+            distinct.append(e)
+        index.append(seen[key])
+    return distinct, index
 
 
 def _raise_alerts(ctx: RequestContext, obligations: list[dict[str, Any]]) -> None:

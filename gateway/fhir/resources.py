@@ -100,7 +100,12 @@ def all_codings(resource: dict[str, Any]) -> list[dict[str, str]]:
 
     def walk(node: Any, in_coding: bool = False) -> None:
         if isinstance(node, dict):
-            if isinstance(node.get("code"), str) and (in_coding or isinstance(node.get("system"), str)):
+            # A Quantity (value + unit code) is a measurement, not a classification: not graded.
+            if (
+                isinstance(node.get("code"), str)
+                and (in_coding or isinstance(node.get("system"), str))
+                and "value" not in node
+            ):
                 found[(str(node.get("system", "")), node["code"])] = None
             for key, value in node.items():
                 if key not in ("meta", "contained"):

@@ -17,16 +17,20 @@ system_alias[url] := alias if {
 	some url in urls
 }
 
-# Every prefix of the code is looked up ("F10.2": F, F1, F10, F10., F10.2); the highest grade wins.
+# ICD-10 codes are hierarchical: every prefix is looked up ("F10.2": F, F1, F10, F10., F10.2) and the
+# highest grade wins. LOINC and SNOMED codes are not (listed in exact_match_systems): one lookup.
 code_grades(codes) := [g |
 	some c in codes
 	alias := system_alias[c.system]
 	table := cfg.sensitive_codes[alias] # bound once: a lookup through cfg in the loop costs ~20 µs in regorus
 	is_string(c.code)
-	code := upper(c.code)
-	some n in numbers.range(1, count(code))
-	g := table[substring(code, 0, n)].grade
+	some key in lookup_keys(alias, upper(c.code))
+	g := table[key].grade
 ]
+
+lookup_keys(alias, code) := [code] if {
+	alias in cfg.exact_match_systems
+} else := [substring(code, 0, n) | some n in numbers.range(1, count(code))]
 
 label_grades(labels) := [g |
 	table := cfg.security_labels
