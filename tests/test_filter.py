@@ -599,3 +599,14 @@ def test_stored_document_bundle_is_judged_as_a_whole():
     assert slots[0].summary()["security"] == [v]
     result = apply_verdicts(doc, slots, [DROP, KEEP])
     assert result.root_dropped
+
+
+def test_distinct_entries_share_a_verdict_by_content_not_by_id():
+    """A page of one patient's heart rates is one entry to the policy; a different code is another."""
+    from gateway.pipeline import distinct_entries
+
+    body = searchset(search_entry(obs("o1")), search_entry(obs("o2")), search_entry(obs("o3", "p9")))
+    entries = [s.summary() for s in collect(body)]
+    distinct, index = distinct_entries(entries)
+    assert len(distinct) == 2 and index == [0, 0, 1]
+    assert distinct[0]["id"] == "o1"  # the representative keeps its own id and path
