@@ -24,7 +24,7 @@ from aiohttp import web
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, Reason, error, operation_outcome
 from gateway.fhir.filter import apply_verdicts
-from gateway.fhir.request import check_format, parse_params, parse_request
+from gateway.fhir.request import FhirRequest, check_format, parse_params, parse_request
 from gateway.fhir.resources import Slot, collect, resource_patients
 from gateway.fhir.validate import validate_write
 from gateway.policy import PolicyError
@@ -260,34 +260,45 @@ def _labels(resource: Any) -> set[str]:
     }
 
 
-async def _decide_effect(gw: Gateway, ctx: RequestContext, current: dict[str, Any]) -> None:
+def _write_result(target: FhirRequest, current: dict[str, Any]) -> Any:
+    """What a write leaves behind: the patched current version, or the new body of an update."""
+    if target.interaction != "patch":
+        return target.body
+    try:
+        return jsonpatch.apply_patch(current, target.body)
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError) as exc:
+        raise error(
+            422, "processing", "fhir.patch-failed", f"the patch cannot be applied: {exc}", "补丁无法应用"
+        ) from None
+
+
+async def _decide_effect(
+    gw: Gateway, ctx: RequestContext, writes: list[tuple[FhirRequest, dict[str, Any]]]
+) -> None:
     """A write is judged by what it produces, not only by its URL (security review).
 
     A JSON Patch can re-point `subject` (or `copy` `focus` into it) and move a record into another
-    patient's chart, or drop the labels that restrict it. The patch is applied here to the version
-    just read; the patients of the result join the targets and the request is decided again, with
-    the labels the write would remove (only records officers may lower a record's sensitivity, I.3).
+    patient's chart; an update (also inside a batch or transaction) can drop the labels that restrict
+    it. Each write's result is worked out against the version just read; the patients of the results
+    join the targets and the request is decided again, with the labels the writes would remove (only
+    records officers may lower a record's sensitivity, I.3).
     """
     assert ctx.fhir is not None
-    if ctx.fhir.interaction == "patch":
-        try:
-            result = jsonpatch.apply_patch(current, ctx.fhir.body)
-        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError) as exc:
-            raise error(
-                422, "processing", "fhir.patch-failed", f"the patch cannot be applied: {exc}", "补丁无法应用"
-            ) from None
-    else:
-        result = ctx.fhir.body
-    added = resource_patients(result) - set(ctx.fhir.all_patients())
-    removed_labels = sorted(_labels(current) - _labels(result))
-    if not added and not removed_labels:
+    added: set[str] = set()
+    removed: set[str] = set()
+    for target, current in writes:
+        result = _write_result(target, current)
+        new = resource_patients(result) - set(target.all_patients())
+        target.patients |= new
+        added |= new
+        removed |= _labels(current) - _labels(result)
+    if not added and not removed:
         return
-    ctx.fhir.patients |= added
-    ctx.audit_extra["write_effect"] = {"patients_added": sorted(added), "labels_removed": removed_labels}
-    for plugin in gw.plugins:  # facts about the patients the write now reaches
+    ctx.audit_extra["write_effect"] = {"patients_added": sorted(added), "labels_removed": sorted(removed)}
+    for plugin in gw.plugins:  # facts about the patients the writes now reach
         await plugin.before_decision(ctx)
     again = ctx.decision_input(utc_now())
-    again["target"]["labels_removed"] = removed_labels
+    again["target"]["labels_removed"] = sorted(removed)
     decision = await _ask_policy(ctx, gw.engine.decide_request(again))
     _raise_alerts(ctx, decision.obligations)
     if not decision.allow:
@@ -347,6 +358,7 @@ async def _check_current_versions(
     if not targets:
         return {}
     currents: list[tuple[Any, str | None]] = []
+    writes: list[tuple[FhirRequest, dict[str, Any]]] = []
     for target in targets:
         resp = await gw.upstream.send(
             "GET", f"{target.resource_type}/{target.id}", "", None, b"", ctx.request_id
@@ -362,6 +374,8 @@ async def _check_current_versions(
                 "无法读取记录的当前版本",
             )
         currents.append((resp.body, resp.headers.get("ETag")))
+        if target.interaction in ("patch", "update"):
+            writes.append((target, resp.body))
     slots = [slot for body, _ in currents for slot in collect(body)]
     if slots:
         verdicts = await _judge(gw, ctx, decision_input, slots)
@@ -373,9 +387,9 @@ async def _check_current_versions(
                 "policy.withheld", "the record is withheld by policy", "该记录依策略不予提供", "I.4"
             )
             raise GatewayError(403, "forbidden", refused or [withheld])
+    if writes:
+        await _decide_effect(gw, ctx, writes)
     top = ctx.fhir
-    if top in targets and currents and top.interaction in ("patch", "update"):
-        await _decide_effect(gw, ctx, currents[0][0])
     versions = [((body.get("meta") or {}).get("versionId"), etag) for body, etag in currents]
     ctx.audit_extra["versions_before"] = [v for v, _ in versions]
     # Hashes of what was there, so "who changed what" is answerable from the audit alone (I.3, II.2).

@@ -920,3 +920,36 @@ async def test_patch_is_judged_by_what_it_produces(gw: Harness, idp: Any, fhir_s
         async with s.get(f"{fhir_server.base}/Observation/{obs['id']}") as r:
             now = await r.json(content_type=None)
     assert now["subject"]["reference"] == own and now["meta"]["security"][0]["code"] == "R"
+
+
+async def test_update_inside_a_transaction_cannot_strip_labels(
+    gw: Harness, idp: Any, fhir_server: Any
+) -> None:
+    """The label rule holds for every write of a batch or transaction, not only for a lone PUT."""
+    own = fhir_server.patients[3]
+    restricted = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+    obs = await upstream_post(
+        fhir_server,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "bp"},
+            "subject": {"reference": own},
+            "meta": {"security": [restricted]},
+        },
+    )
+    stripped = {k: v for k, v in obs.items() if k != "meta"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "PUT", "url": f"Observation/{obs['id']}"}, "resource": stripped},
+        ],
+    }
+    status, body = await gw.post(
+        "/fhir", idp.token("physician", sub="dr-li", dept=fhir_server.departments[own]), bundle
+    )
+    assert status == 403 and "write.label-removed" in oo_rules(body)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{fhir_server.base}/Observation/{obs['id']}") as r:
+            assert (await r.json(content_type=None))["meta"]["security"][0]["code"] == "R"
