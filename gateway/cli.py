@@ -60,14 +60,21 @@ def _dev_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_audit_db(path: str | None) -> object:
+def _audit_db_path(path: str | None) -> str:
+    """The audit store named by --db or $EMRGUARD_DB; exit 2 with a clear message if it is absent."""
     import os
-    import sqlite3
 
     db = path or os.environ.get("EMRGUARD_DB", "var/emrguard.sqlite")
     if not os.path.exists(db):
-        raise SystemExit(f"emrguard: no audit store at {db}")
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        print(f"emrguard: no audit store at {db}", file=sys.stderr)
+        raise SystemExit(2)
+    return db
+
+
+def _open_audit_db(path: str | None) -> object:
+    import sqlite3
+
+    return sqlite3.connect(f"file:{_audit_db_path(path)}?mode=ro", uri=True)
 
 
 def _audit_search(args: argparse.Namespace) -> int:
@@ -107,12 +114,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
     from gateway.audit_chain import load_public_key, verify
 
-    db = args.db or os.environ.get("EMRGUARD_DB", "var/emrguard.sqlite")
+    db = _audit_db_path(args.db)
     checkpoints = args.checkpoints or os.environ.get("EMRGUARD_AUDIT_CHECKPOINT_FILE") or None
     key_file = args.public_key or os.environ.get("EMRGUARD_AUDIT_SIGNING_KEY_FILE") or None
-    if not os.path.exists(db):
-        print(f"emrguard: no audit store at {db}", file=sys.stderr)
-        return 2
     result = verify(db, checkpoints, load_public_key(key_file) if key_file else None)
     print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
     if not result.ok:
@@ -132,7 +136,6 @@ def _watermark_decode(args: argparse.Namespace) -> int:
     from gateway.watermark import decode, read_input
 
     secret = args.secret or os.environ.get("EMRGUARD_WATERMARK_SECRET", "")
-    db = args.db or os.environ.get("EMRGUARD_DB", "var/emrguard.sqlite")
     if not secret:
         print(
             "emrguard: the watermark secret is needed (--secret or $EMRGUARD_WATERMARK_SECRET)",
@@ -142,9 +145,7 @@ def _watermark_decode(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.file is None):
         print("emrguard: give a FILE (or - for stdin) or --text, not both", file=sys.stderr)
         return 2
-    if not os.path.exists(db):
-        print(f"emrguard: no audit store at {db}", file=sys.stderr)
-        return 2
+    db = _audit_db_path(args.db)
     try:
         if args.text is not None:
             text = args.text
