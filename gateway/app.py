@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, start-up and shutdown of the gateway's parts."""
+"""The aiohttp application: the gateway's parts started and stopped together, and its routes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.admin import add_admin_routes
+from gateway.audit.admin import ROUTES as AUDIT_ROUTES
 from gateway.config import Settings
-from gateway.pipeline import FHIR_PREFIX, GATEWAY, handle_fhir
-from gateway.runtime import Gateway
+from gateway.pipeline import FHIR_PREFIX, handle_fhir
+from gateway.runtime import GATEWAY, Gateway
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -31,17 +32,16 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> web.Applic
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[GATEWAY] = gw
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await gw.start()
-        yield
-        await gw.close()
+    async def parts(app: web.Application) -> AsyncIterator[None]:
+        async with gw.running():  # each part unwinds on its own if a later one fails to start
+            yield
 
-    app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(parts)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_route("*", FHIR_PREFIX, handle_fhir)
     # [\s\S]: a newline in the path must reach the handler (and be refused and audited there),
     # not fall through to aiohttp's unaudited 404.
     app.router.add_route("*", FHIR_PREFIX + "/{tail:[\\s\\S]*}", handle_fhir)
-    add_admin_routes(app)
+    add_admin_routes(app, AUDIT_ROUTES + [r for p in gw.plugins for r in p.admin_routes()])
     return app

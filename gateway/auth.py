@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import jwt
 
+from gateway import rules
 from gateway.config import ALLOWED_JWT_ALGORITHMS, Settings
 from gateway.errors import GatewayError, Reason
 
@@ -131,7 +132,7 @@ class KeyStore:
                     "transient",
                     [
                         Reason(
-                            "auth.jwks-unavailable",
+                            rules.AUTH_JWKS_UNAVAILABLE,
                             f"identity provider keys unavailable ({exc}); try again shortly",
                             f"身份认证服务密钥暂不可用({exc}),请稍后重试",
                             CLAUSE,
@@ -151,7 +152,7 @@ class KeyStore:
                 return next(iter(self._static.values()))
         if not self.jwks_url:
             raise unauthorized(
-                "auth.unknown-key", f"token key id '{kid}' is not known", f"令牌密钥标识“{kid}”未知"
+                rules.AUTH_UNKNOWN_KEY, f"token key id '{kid}' is not known", f"令牌密钥标识“{kid}”未知"
             )
         if time.monotonic() - self._fetched_at > self.cache_seconds:
             await self._refresh()
@@ -163,14 +164,14 @@ class KeyStore:
             entry = self._keys.get(kid or "")
         if entry is None:
             raise unauthorized(
-                "auth.unknown-key",
+                rules.AUTH_UNKNOWN_KEY,
                 f"token key id '{kid}' is not in the identity provider's JWKS",
                 f"令牌密钥标识“{kid}”不在身份认证服务的 JWKS 中",
             )
         jwk, jwk_alg = entry
         if jwk_alg and jwk_alg != alg:
             raise unauthorized(
-                "auth.alg-mismatch",
+                rules.AUTH_ALG_MISMATCH,
                 f"token algorithm {alg} does not match key {kid}",
                 f"令牌算法 {alg} 与密钥 {kid} 不符",
             )
@@ -212,7 +213,7 @@ class TokenVerifier:
     async def _verify(self, authorization: str | None) -> tuple[Operator, float]:
         if not authorization:
             raise unauthorized(
-                "auth.missing-token",
+                rules.AUTH_MISSING_TOKEN,
                 "no bearer token: sign in with your personal account",
                 "缺少访问令牌:请使用本人账号登录",
                 error_code="",
@@ -220,7 +221,7 @@ class TokenVerifier:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized(
-                "auth.not-bearer",
+                rules.AUTH_NOT_BEARER,
                 "the Authorization header must be 'Bearer <token>'",
                 "Authorization 请求头必须为“Bearer <令牌>”",
                 "invalid_request",
@@ -233,12 +234,12 @@ class TokenVerifier:
                 raise jwt.DecodeError("kid is not a string")
         except jwt.PyJWTError:
             raise unauthorized(
-                "auth.malformed-token", "the token is not a well-formed JWT", "令牌不是格式正确的 JWT"
+                rules.AUTH_MALFORMED_TOKEN, "the token is not a well-formed JWT", "令牌不是格式正确的 JWT"
             ) from None
         alg = header.get("alg")
         if alg not in self.algorithms:
             raise unauthorized(
-                "auth.alg-not-allowed",
+                rules.AUTH_ALG_NOT_ALLOWED,
                 f"token algorithm '{alg}' is not allowed (allowed: {', '.join(self.algorithms)})",
                 f"不允许的令牌签名算法“{alg}”",
             )
@@ -256,38 +257,42 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise unauthorized(
-                "auth.expired", "the token has expired: sign in again", "令牌已过期:请重新登录"
+                rules.AUTH_EXPIRED, "the token has expired: sign in again", "令牌已过期:请重新登录"
             ) from None
         except jwt.ImmatureSignatureError:
             raise unauthorized(
-                "auth.not-yet-valid", "the token is not valid yet (nbf/iat in the future)", "令牌尚未生效"
+                rules.AUTH_NOT_YET_VALID, "the token is not valid yet (nbf/iat in the future)", "令牌尚未生效"
             ) from None
         except jwt.InvalidIssuerError:
             raise unauthorized(
-                "auth.wrong-issuer",
+                rules.AUTH_WRONG_ISSUER,
                 "the token was issued by an identity provider this gateway does not trust",
                 "令牌签发方不受本网关信任",
             ) from None
         except jwt.InvalidAudienceError:
             raise unauthorized(
-                "auth.wrong-audience", "the token was issued for another service", "令牌不是为本服务签发的"
+                rules.AUTH_WRONG_AUDIENCE,
+                "the token was issued for another service",
+                "令牌不是为本服务签发的",
             ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise unauthorized(
-                "auth.missing-claim", f"the token lacks the '{exc.claim}' claim", f"令牌缺少“{exc.claim}”声明"
+                rules.AUTH_MISSING_CLAIM,
+                f"the token lacks the '{exc.claim}' claim",
+                f"令牌缺少“{exc.claim}”声明",
             ) from None
         except jwt.InvalidSignatureError:
             raise unauthorized(
-                "auth.bad-signature", "the token signature does not verify", "令牌签名校验失败"
+                rules.AUTH_BAD_SIGNATURE, "the token signature does not verify", "令牌签名校验失败"
             ) from None
         except (jwt.PyJWTError, ValueError, TypeError) as exc:  # incl. a key of the wrong family
             raise unauthorized(
-                "auth.invalid-token", f"the token is not valid ({type(exc).__name__})", "令牌无效"
+                rules.AUTH_INVALID_TOKEN, f"the token is not valid ({type(exc).__name__})", "令牌无效"
             ) from None
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise unauthorized(
-                "auth.no-operator", "the token names no operator (sub)", "令牌未标明操作人员(sub)"
+                rules.AUTH_NO_OPERATOR, "the token names no operator (sub)", "令牌未标明操作人员(sub)"
             )
         operator = Operator(
             id=sub,

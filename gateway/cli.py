@@ -1,7 +1,10 @@
 """``emrguard``: the gateway's command line.
 
-emrguard serve [--config FILE]        run the gateway
-emrguard dev-token --role nurse ...   mint a token for the local development key (make run)
+emrguard serve [--config FILE]            run the gateway
+emrguard audit verify | search            the audit trail (II.2)
+emrguard watermark decode FILE            trace a leaked file to its disclosures (II.2)
+
+Development tokens are minted by the checkout's devtools (``python -m devtools.tokens``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"emrguard: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(
+        # The request id comes from the context (gateway/audited.py binds it), never passed by hand.
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     print(
         f"emrguard: serving FHIR at http://{settings.listen}/fhir -> {settings.upstream_url} "
         f"(policy engine: {settings.policy_engine}, store: {settings.db})",
@@ -38,26 +51,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _dev_token(args: argparse.Namespace) -> int:
-    from cryptography.hazmat.primitives import serialization
-
-    from gateway.devtools.tokens import DEV_KID, ensure_dev_keys, mint
-
-    private, _ = ensure_dev_keys(args.key_dir)
-    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    """Removed from the product: development tokens are minted by the checkout's devtools/."""
     print(
-        mint(
-            key,
-            kid=DEV_KID,
-            issuer=args.issuer,
-            audience=args.audience,
-            sub=args.sub,
-            roles=args.role,
-            dept=args.dept,
-            purpose=args.purpose,
-            ttl=args.ttl,
-        )
+        "emrguard: 'dev-token' is no longer part of the installed gateway (development keys never ship).\n"
+        "In the checkout run:  .venv/bin/python -m devtools.tokens --role nurse   (or: make token ROLE=nurse)",
+        file=sys.stderr,
     )
-    return 0
+    return 2
 
 
 def _audit_db_path(path: str | None) -> str:
@@ -81,8 +81,8 @@ def _audit_search(args: argparse.Namespace) -> int:
     """Audit records as JSON lines, newest first (II.2 可查询); --all follows every page."""
     import orjson
 
-    from gateway import audit_search
-    from gateway.balp import to_audit_event
+    from gateway.audit import search as audit_search
+    from plugins.balp.event import to_audit_event
 
     db = _open_audit_db(args.db)
     query = audit_search.AuditQuery(
@@ -112,7 +112,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from gateway.audit_chain import load_public_key, verify
+    from gateway.audit.chain import load_public_key, verify
 
     db = _audit_db_path(args.db)
     checkpoints = args.checkpoints or os.environ.get("EMRGUARD_AUDIT_CHECKPOINT_FILE") or None
@@ -133,7 +133,7 @@ def _watermark_decode(args: argparse.Namespace) -> int:
     import os
     import sqlite3
 
-    from gateway.watermark import decode, read_input
+    from plugins.watermark.decode import decode, read_input
 
     secret = args.secret or os.environ.get("EMRGUARD_WATERMARK_SECRET", "")
     if not secret:
@@ -172,21 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="TOML config file (default: $EMRGUARD_CONFIG); EMRGUARD_* variables override it"
     )
     serve.set_defaults(func=_serve)
-    tok = sub.add_parser(
-        "dev-token", help="mint a token signed by the local development key (never in production)"
-    )
-    tok.add_argument("--sub", default="dev-physician-001", help="operator id (a personal account, II.1)")
-    tok.add_argument(
-        "--role", action="append", default=None, help="role (repeatable), e.g. physician, nurse, student"
-    )
-    tok.add_argument("--dept", default="cardiology")
-    tok.add_argument(
-        "--purpose", default=None, help="PurposeOfUse code as a token claim (or send X-Purpose-Of-Use)"
-    )
-    tok.add_argument("--ttl", type=int, default=8 * 3600, help="seconds")
-    tok.add_argument("--issuer", default="https://idp.emrguard.local/dev")
-    tok.add_argument("--audience", default="emrguard")
-    tok.add_argument("--key-dir", default="var/dev-keys")
+    tok = sub.add_parser("dev-token", help="removed: use `python -m devtools.tokens` in the checkout")
+    tok.add_argument("rest", nargs=argparse.REMAINDER)
     tok.set_defaults(func=_dev_token)
     audit = sub.add_parser("audit", help="the audit trail (II.2)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
@@ -220,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     dec.add_argument("--db", help="SQLite store (default: $EMRGUARD_DB)")
     dec.set_defaults(func=_watermark_decode)
     args = parser.parse_args(argv)
-    if getattr(args, "role", "unset") is None:
-        args.role = ["physician"]
     return int(args.func(args))
 
 

@@ -28,6 +28,12 @@ ALLOWED_JWT_ALGORITHMS = frozenset(
 
 # EMRGUARD_* variables read by the tooling, not by Settings.
 NON_SETTING_VARIABLES = frozenset({"CONFIG", "OPA_BIN", "CACHE"})
+#: Keys that no longer exist, and what to do instead (refused with this message, never ignored).
+REMOVED_KEYS = {
+    "bare_passthrough": "the bare pass-through is a benchmark tool now (bench/passthrough.py, run by "
+    "`make bench`); the gateway always decides, filters and audits",
+    "unsafe_bench_mode_acknowledged": "the bare pass-through is a benchmark tool now (bench/passthrough.py)",
+}
 
 
 class ConfigError(ValueError):
@@ -70,7 +76,8 @@ class Settings:
     # --- policy ----------------------------------------------------------------------------
     policy_engine: str = "embedded"
     opa_url: str = ""
-    policy_dir: str = "opa_policies"
+    #: Rego modules and data for the embedded engine; empty: the policies installed with the package.
+    policy_dir: str = ""
     policy_timeout_seconds: float = 2.0
     # --- state and audit -------------------------------------------------------------------
     db: str = "var/emrguard.sqlite"
@@ -84,12 +91,9 @@ class Settings:
     #: A FHIR server that keeps AuditEvents (IHE BALP); empty: no forwarding.
     audit_forward_url: str = ""
     audit_forward_authorization: str = ""
-    # --- pipeline switches (bench floor only: see `make bench`) -----------------------------
-    #: Turns policy, filtering and audit off: a bare pass-through, the floor of this stack.
-    #: Refused unless ``unsafe_bench_mode_acknowledged`` is also set; never in production.
-    bare_passthrough: bool = False
-    unsafe_bench_mode_acknowledged: bool = False
-    plugins: tuple[str, ...] = ("purpose", "break_glass", "grants", "patient_context", "seal", "watermark")
+    #: The controls of the notice with request hooks, in order (plugins/<name>/); write_guard,
+    #: explain, balp and alerts always load (gateway/hooks.py REQUIRED_PLUGINS).
+    plugins: tuple[str, ...] = ("purpose", "break_glass", "grants", "care", "seal", "watermark")
     # --- the notice's controls (plugins/) ----------------------------------------------------
     #: Key for research pseudonyms (HMAC-SHA256): stable across requests, never sent to clients.
     #: At least 32 characters; rotate it and every pseudonym changes.
@@ -178,6 +182,8 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
         for key, raw in file_values.items():
+            if key in REMOVED_KEYS:
+                raise ConfigError(f"config file '{path}': key '{key}' was removed: {REMOVED_KEYS[key]}")
             if key not in known:
                 raise ConfigError(f"config file '{path}': unknown key '{key}'")
             values[key] = _coerce(f"'{key}'", raw, _field_type(known[key]), from_env=False)
@@ -187,6 +193,9 @@ def load_settings(
             values[key] = _coerce(f"'{key}' ({env_key})", env[env_key], _field_type(f), from_env=True)
     # A misspelt variable (EMRGUARD_UPSTREM_URL) must not be silently ignored.
     expected = {ENV_PREFIX + k.upper() for k in known} | {ENV_PREFIX + k for k in NON_SETTING_VARIABLES}
+    for key, why in REMOVED_KEYS.items():
+        if ENV_PREFIX + key.upper() in env:
+            raise ConfigError(f"environment variable {ENV_PREFIX}{key.upper()} was removed: {why}")
     unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in expected)
     if unknown:
         raise ConfigError(f"unknown environment variable {unknown[0]}: no config key of that name")
@@ -215,26 +224,20 @@ def validate(s: Settings) -> None:
     _check_url("upstream_url", s.upstream_url, required=True)
     _check_url("public_base_url", s.public_base_url, required=False)
     _check_url("audit_forward_url", s.audit_forward_url, required=False)
-    if s.bare_passthrough and not s.unsafe_bench_mode_acknowledged:
+    if not s.jwks_url and not s.jwt_public_key_files:
         raise ConfigError(
-            "config key 'bare_passthrough': switches off policy, filtering and audit; it exists only for "
-            "`make bench` and needs 'unsafe_bench_mode_acknowledged = true' as well"
+            "config key 'jwks_url': set it or 'jwt_public_key_files' (operator tokens must be verified, II.1)"
         )
-    if not s.bare_passthrough:
-        if not s.jwks_url and not s.jwt_public_key_files:
-            raise ConfigError(
-                "config key 'jwks_url': set it or 'jwt_public_key_files' (operator tokens must be verified, II.1)"
-            )
-        _check_url("jwks_url", s.jwks_url, required=False)
-        for key_file in s.jwt_public_key_files:
-            if not Path(key_file).is_file():
-                raise ConfigError(f"config key 'jwt_public_key_files': '{key_file}' is not a readable file")
-        if not s.issuer:
-            raise ConfigError("config key 'issuer' is required: tokens from any other issuer must be refused")
-        if not s.audience:
-            raise ConfigError(
-                "config key 'audience' is required: tokens minted for other services must be refused"
-            )
+    _check_url("jwks_url", s.jwks_url, required=False)
+    for key_file in s.jwt_public_key_files:
+        if not Path(key_file).is_file():
+            raise ConfigError(f"config key 'jwt_public_key_files': '{key_file}' is not a readable file")
+    if not s.issuer:
+        raise ConfigError("config key 'issuer' is required: tokens from any other issuer must be refused")
+    if not s.audience:
+        raise ConfigError(
+            "config key 'audience' is required: tokens minted for other services must be refused"
+        )
     bad_alg = [a for a in s.jwt_algorithms if a not in ALLOWED_JWT_ALGORITHMS]
     if bad_alg or not s.jwt_algorithms:
         raise ConfigError(
@@ -247,7 +250,7 @@ def validate(s: Settings) -> None:
         )
     if s.policy_engine == "opa":
         _check_url("opa_url", s.opa_url, required=True)
-    elif not Path(s.policy_dir).is_dir():
+    elif s.policy_dir and not Path(s.policy_dir).is_dir():
         raise ConfigError(f"config key 'policy_dir': '{s.policy_dir}' is not a directory")
     for key in (
         "upstream_timeout",
@@ -262,11 +265,11 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"config key '{key}' must be greater than 0")
     if not s.db:
         raise ConfigError("config key 'db' is required (SQLite file path)")
-    if not s.bare_passthrough and "watermark" in s.plugins and len(s.watermark_secret) < 32:
+    if "watermark" in s.plugins and len(s.watermark_secret) < 32:
         raise ConfigError(
             "config key 'watermark_secret': at least 32 characters are required when the watermark plugin is on (II.2)"
         )
-    if not s.bare_passthrough and len(s.pseudonym_secret) < 32:
+    if len(s.pseudonym_secret) < 32:
         raise ConfigError(
             "config key 'pseudonym_secret': at least 32 characters are required (research pseudonyms, I.4); "
             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Operator
 from gateway.errors import Reason
 from gateway.fhir.request import FhirRequest
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 @dataclass
@@ -25,6 +29,10 @@ class RequestContext:
     operator: Operator | None = None
     purpose: str | None = None
     fhir: FhirRequest | None = None
+    #: The request body as received (a write's hash is audited, I.3).
+    body: bytes = b""
+    #: The request decision's input, as decided (plugins judge a write's pre-read with it).
+    request_input: dict[str, Any] = field(default_factory=dict)
     #: Extra facts plugins put into the policy input (e.g. break_glass), by top-level key.
     policy_input: dict[str, Any] = field(default_factory=dict)
     #: The operator's grants from the store (II.1), as `subject.grants` in the policy input.
@@ -53,6 +61,25 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)
     #: Plugin-specific facts to keep in the audit record (e.g. break-glass reason).
     audit_extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_request(cls, request: web.Request, path: str) -> RequestContext:
+        """A new context with a fresh request id (gateway/audited.py makes one per request)."""
+        ctx = cls(
+            request_id=uuid.uuid4().hex,
+            method=request.method,
+            path=path,
+            query_string=request.query_string,
+            client_address=request.remote,
+            user_agent=request.headers.get("User-Agent"),
+            headers=request.headers,
+        )
+        # A client-supplied id could collide with another record; ours is unique, theirs is kept too.
+        if "X-Request-Id" in request.headers:
+            ctx.audit_extra["client_request_id"] = (
+                request.headers["X-Request-Id"][:128].encode("utf-8", "replace").decode()
+            )
+        return ctx
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -47,15 +47,26 @@ class GatewayError(Exception):
     code: str  # FHIR issue-type code: forbidden, login, invalid, not-supported, timeout, ...
     reasons: list[Reason] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    #: The request element that is wrong (``issue.expression`` of the first issue), if one is.
+    expression: str = ""
 
     def __str__(self) -> str:
         return "; ".join(f"{r.rule}: {r.en}" for r in self.reasons) or self.code
 
 
 def error(
-    status: int, code: str, rule: str, en: str, zh: str, clause: str = "", **headers: str
+    *,
+    status: int,
+    code: str,
+    rule: str,
+    en: str,
+    zh: str,
+    clause: str = "",
+    headers: dict[str, str] | None = None,
+    expression: str = "",
 ) -> GatewayError:
-    return GatewayError(status, code, [Reason(rule, en, zh, clause)], dict(headers))
+    """One refusal: HTTP status, FHIR issue code, the rule id (gateway/rules.py), zh + en text."""
+    return GatewayError(status, code, [Reason(rule, en, zh, clause)], dict(headers or {}), expression)
 
 
 def operation_outcome(err: GatewayError, request_id: str) -> dict[str, Any]:
@@ -74,4 +85,6 @@ def operation_outcome(err: GatewayError, request_id: str) -> dict[str, Any]:
                 "diagnostics": f"rule={r.rule} clause={r.clause or '-'} request_id={request_id}",
             }
         )
+    if err.expression:
+        issues[0]["expression"] = [err.expression]
     return {"resourceType": "OperationOutcome", "issue": issues}

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway import rules
 from gateway.config import Settings
 from gateway.errors import GatewayError, error
 
@@ -107,40 +108,40 @@ class UpstreamClient:
                 status = resp.status
         except TimeoutError:
             raise error(
-                504,
-                "timeout",
-                "upstream.timeout",
-                "the FHIR server did not answer in time",
-                "电子病历 FHIR 服务器响应超时",
+                status=504,
+                code="timeout",
+                rule=rules.UPSTREAM_TIMEOUT,
+                en="the FHIR server did not answer in time",
+                zh="电子病历 FHIR 服务器响应超时",
             ) from None
         except aiohttp.ClientError as exc:
             raise error(
-                502,
-                "transient",
-                "upstream.unreachable",
-                f"the FHIR server could not be reached ({type(exc).__name__})",
-                "无法连接电子病历 FHIR 服务器",
+                status=502,
+                code="transient",
+                rule=rules.UPSTREAM_UNREACHABLE,
+                en=f"the FHIR server could not be reached ({type(exc).__name__})",
+                zh="无法连接电子病历 FHIR 服务器",
             ) from None
         if not raw.strip():
             return UpstreamResponse(status, out_headers, None)
         if "json" not in content_type.lower():
             # Anything but JSON would pass the per-resource filter unseen: refuse it.
             raise error(
-                502,
-                "not-supported",
-                "upstream.not-json",
-                f"the FHIR server answered '{content_type}', not FHIR JSON",
-                "FHIR 服务器返回的不是 FHIR JSON",
+                status=502,
+                code="not-supported",
+                rule=rules.UPSTREAM_NOT_JSON,
+                en=f"the FHIR server answered '{content_type}', not FHIR JSON",
+                zh="FHIR 服务器返回的不是 FHIR JSON",
             )
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise error(
-                502,
-                "invalid",
-                "upstream.bad-json",
-                "the FHIR server's answer is not valid JSON",
-                "FHIR 服务器返回的 JSON 无法解析",
+                status=502,
+                code="invalid",
+                rule=rules.UPSTREAM_BAD_JSON,
+                en="the FHIR server's answer is not valid JSON",
+                zh="FHIR 服务器返回的 JSON 无法解析",
             ) from None
         return UpstreamResponse(status, out_headers, parsed)
 
@@ -164,11 +165,11 @@ class UpstreamClient:
     @staticmethod
     def _too_large(limit: int) -> GatewayError:
         return error(
-            502,
-            "too-costly",
-            "upstream.too-large",
-            f"the FHIR server's answer exceeds {limit} bytes; narrow the search (_count)",
-            f"FHIR 服务器返回内容超过 {limit} 字节,请缩小查询范围(_count)",
+            status=502,
+            code="too-costly",
+            rule=rules.UPSTREAM_TOO_LARGE,
+            en=f"the FHIR server's answer exceeds {limit} bytes; narrow the search (_count)",
+            zh=f"FHIR 服务器返回内容超过 {limit} 字节,请缩小查询范围(_count)",
         )
 
 

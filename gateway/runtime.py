@@ -1,18 +1,29 @@
-"""The gateway's long-lived parts, built from Settings, started and stopped together."""
+"""The gateway's long-lived parts, built from Settings: the typed runtime every hook receives.
+
+Start-up opens the parts one by one on an exit stack, so a failure halfway closes what was already
+opened (in reverse order) before the error propagates; shutdown closes them the same way.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gateway.audit import AuditLog
-from gateway.audit_forward import AuditForwarder
+import structlog
+from aiohttp import web
+
+from gateway.audit.log import AuditLog
 from gateway.auth import TokenVerifier
 from gateway.config import Settings
 from gateway.fhir.transforms import Pseudonymiser
-from gateway.plugin import Plugin, load_plugins
+from gateway.hooks import Hooks, Plugin, load_plugins, plugin_names
 from gateway.policy import PolicyEngine
+from gateway.policy.files import policy_dir
 from gateway.proxy import UpstreamClient
 from gateway.store import Store
+
+log = structlog.get_logger("emrguard.runtime")
 
 
 def make_engine(settings: Settings) -> PolicyEngine:
@@ -22,7 +33,7 @@ def make_engine(settings: Settings) -> PolicyEngine:
         return OpaServerEngine(settings.opa_url, settings.policy_timeout_seconds)
     from gateway.policy.embedded import EmbeddedEngine
 
-    return EmbeddedEngine(settings.policy_dir, settings.policy_timeout_seconds)
+    return EmbeddedEngine(policy_dir(settings.policy_dir), settings.policy_timeout_seconds)
 
 
 @dataclass
@@ -35,11 +46,18 @@ class Gateway:
     audit: AuditLog
     plugins: list[Plugin] = field(default_factory=list)
     pseudonymiser: Pseudonymiser | None = None
-    forwarder: AuditForwarder | None = None
+    hooks: Hooks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hooks = Hooks(self.plugins)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
-        store = Store(settings.db)
+        names, warnings = plugin_names(settings.plugins)
+        for warning in warnings:
+            log.warning("deprecated_setting", detail=warning)
+        plugins = load_plugins(names)
+        store = Store(settings.db, [p.schema for p in plugins if p.schema])
         return cls(
             settings=settings,
             verifier=TokenVerifier(settings),
@@ -57,39 +75,47 @@ class Gateway:
                 if settings.audit_signing_key_file
                 else None,
             ),
-            plugins=load_plugins(settings.plugins),
+            plugins=plugins,
             pseudonymiser=Pseudonymiser(settings.pseudonym_secret) if settings.pseudonym_secret else None,
-            forwarder=AuditForwarder(store, settings.audit_forward_url, settings.audit_forward_authorization)
-            if settings.audit_forward_url
-            else None,
         )
 
-    async def start(self) -> None:
-        await self.store.start()
-        self.audit.start()
-        if self.forwarder is not None:
-            await self.forwarder.start()
-        await self.upstream.start()
-        if not self.settings.bare_passthrough:
-            await self.verifier.start()
-            await self.engine.start()
-            for plugin in self.plugins:
-                await plugin.start(self)
+    def _parts(self) -> list[tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]]:
+        """(name, start, close) in start-up order: the store first (nothing is served unaudited)."""
+        parts = [
+            ("store", self.store.start, self.store.close),
+            ("audit", self.audit.start, self.audit.close),
+            ("upstream", self.upstream.start, self.upstream.close),
+            ("operator keys", self.verifier.start, self.verifier.close),
+            ("policy engine", self.engine.start, self.engine.close),
+        ]
+        for plugin in self.plugins:
+            parts.append((f"plugin {plugin.name}", _bind_start(plugin, self), plugin.close))
+        return parts
 
-    async def close(self) -> None:
-        if self.forwarder is not None:
-            await self.forwarder.close()
-        for plugin in reversed(self.plugins):
-            await plugin.close()
-        await self.engine.close()
-        await self.verifier.close()
-        await self.upstream.close()
-        await self.audit.close()
-        await self.store.close()
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Every part started, in order; on exit (or a failed start) the started ones closed."""
+        async with contextlib.AsyncExitStack() as stack:
+            for name, start, close in self._parts():
+                await start()
+                stack.push_async_callback(close)
+            yield self
 
     async def readiness(self) -> dict[str, bool]:
-        checks = {"upstream": await self.upstream.ready(), "store": await self.store.ready()}
-        if not self.settings.bare_passthrough:
-            checks["policy_engine"] = await self.engine.ready()
-            checks["operator_keys"] = await self.verifier.keys.ready()
-        return checks
+        return {
+            "upstream": await self.upstream.ready(),
+            "store": await self.store.ready(),
+            "policy_engine": await self.engine.ready(),
+            "operator_keys": await self.verifier.keys.ready(),
+        }
+
+
+def _bind_start(plugin: Plugin, gw: Gateway) -> Callable[[], Awaitable[None]]:
+    async def start() -> None:
+        await plugin.start(gw)
+
+    return start
+
+
+#: The gateway's runtime in the aiohttp application.
+GATEWAY = web.AppKey("gateway", Gateway)

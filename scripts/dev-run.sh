@@ -16,18 +16,18 @@ for _ in $(seq 1 100); do grep -q "ready on" var/fhir-server.out 2>/dev/null && 
 grep -q "ready on" var/fhir-server.out || { echo "FHIR dev server did not start; see var/fhir-server.log" >&2; exit 1; }
 UPSTREAM="http://127.0.0.1:${FHIR_PORT}/fhir/R4"
 echo "Seeding ${PATIENTS} synthetic patients into ${UPSTREAM} ..."
-$PY -m gateway.devtools.synthetic --base-url "$UPSTREAM" --count "$PATIENTS" > var/patients.txt
+$PY -m devtools.synthetic --base-url "$UPSTREAM" --count "$PATIENTS" > var/patients.txt
 head -5 var/patients.txt
 
-# The development key: tokens from `emrguard dev-token` verify against its public half.
-.venv/bin/emrguard dev-token --role physician > /dev/null
+# The development key: tokens from `python -m devtools.tokens` verify against its public half.
+$PY -m devtools.tokens --role physician > /dev/null
 cat <<MSG
 
 EMR Guard is starting on http://${GATEWAY_LISTEN}/fhir  (upstream ${UPSTREAM})
 Try, in another shell:
-  TOKEN=\$(.venv/bin/emrguard dev-token --role nurse --dept cardiology)
+  TOKEN=\$(.venv/bin/python -m devtools.tokens --role nurse --dept cardiology)
   curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: TREAT" http://${GATEWAY_LISTEN}/fhir/Patient?_count=3
-  TOKEN=\$(.venv/bin/emrguard dev-token --role researcher --sub res-001)
+  TOKEN=\$(.venv/bin/python -m devtools.tokens --role researcher --sub res-001)
   curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Purpose-Of-Use: HRESCH" http://${GATEWAY_LISTEN}/fhir/Condition?_count=3
 Audit records: var/audit.jsonl and var/emrguard.sqlite (check them: .venv/bin/emrguard audit verify
   --db var/emrguard.sqlite --checkpoints var/audit-checkpoints.jsonl --public-key var/dev-keys/audit-signing.pem).

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
-from gateway.devtools import tokens
+from devtools import tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "opa_policies"
@@ -133,7 +133,7 @@ def start_fhir_server(*extra: str) -> FhirServer:
 def fhir_server() -> Any:
     server = start_fhir_server()
     try:
-        from gateway.devtools.synthetic import department_for, seed_server
+        from devtools.synthetic import department_for, seed_server
 
         ids = asyncio.run(seed_server(server.base, count=12, seed=262))
         server.patients = [i if i.startswith("Patient/") else f"Patient/{i}" for i in ids]

@@ -18,9 +18,11 @@ import aiohttp
 import pytest
 
 from gateway.app import create_app
-from gateway.pipeline import GATEWAY
-from plugins.patient_context import DEPARTMENT_SYSTEM
+from gateway.runtime import GATEWAY
+from plugins.care.hook import DEPARTMENT_SYSTEM
 from tests.conftest import auth, read_audit
+from plugins.grants.store import GrantStore
+from plugins.seal.store import SealStore
 
 pytestmark = pytest.mark.integration
 
@@ -198,7 +200,7 @@ async def test_student_rotation_deidentified_and_ends_to_the_second(story: Story
     p = await story.patient("cardiology", {"code": {"text": "hypertension"}})
     now = datetime.now(UTC)
     end = (now + timedelta(seconds=3)).replace(microsecond=0)
-    await story.store.create_grant(
+    await GrantStore(story.store).create_grant(
         {
             "kind": "rotation",
             "operator": "stu-001",
@@ -281,7 +283,7 @@ async def test_sealed_patient_refused_by_every_route_except_named_personnel(stor
     pid, cond = p["patient"], p["conditions"][0]
     # Before the seal the department's nurse reads the record.
     assert (await story.get(f"/fhir/{pid}", "nurse", "nurse-zhao", "cardiology"))[0] == 200
-    await story.store.seal_patient(pid, "media event", "舆情-2026-031", ["dr-wang"], by="rec-chen")
+    await SealStore(story.store).seal_patient(pid, "media event", "舆情-2026-031", ["dr-wang"], by="rec-chen")
     routes = [
         f"/fhir/{pid}",
         f"/fhir/{cond}",
@@ -372,7 +374,7 @@ async def test_vendor_sees_only_the_fields_its_agreement_names(story: Story) -> 
         ) as r:
             device = await r.json(content_type=None)
     now = datetime.now(UTC)
-    await story.store.create_grant(
+    await GrantStore(story.store).create_grant(
         {
             "kind": "vendor",
             "operator": "ven-mindray",
@@ -434,7 +436,7 @@ async def test_seal_and_care_hold_by_every_link_not_only_subject(story: Story) -
     ):
         status, _ = await story.get(route, "nurse", "nurse-derm", "dermatology")
         assert status == 403, route
-    await story.store.seal_patient(pid, "media event", "舆情-2026-032", [], by="rec-chen")
+    await SealStore(story.store).seal_patient(pid, "media event", "舆情-2026-032", [], by="rec-chen")
     status, body = await story.get(f"/fhir/Appointment/{appt['id']}", "nurse", "nurse-zhao", "cardiology")
     assert status == 403 and "seal.sealed" in rules(body)
 

@@ -16,8 +16,10 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.pipeline import GATEWAY
+from gateway.runtime import GATEWAY
 from tests.conftest import read_audit
+from plugins.grants.store import GrantStore
+from plugins.seal.store import SealStore
 
 UNREACHABLE = "http://127.0.0.1:9/fhir/R4"
 SEC = dict(roles="security_officer", sub="u-sec-001")
@@ -144,7 +146,7 @@ async def test_grant_created_read_listed_and_revoked_ii1(admin: Admin) -> None:
     assert revoked["revoke_reason"] == "rotation ended early"
     assert admin.last_audit()["extra"]["admin"]["action"] == "admin.grant.revoke"
     # The gateway's per-request lookup no longer sees it.
-    assert await admin.client.app[GATEWAY].store.grants_for("u-student-001") == []
+    assert await GrantStore(admin.client.app[GATEWAY].store).grants_for("u-student-001") == []
     status, listed = await admin.get("/admin/grants", SEC, operator="u-student-001")
     assert listed["grants"] == []
     status, listed = await admin.get("/admin/grants", SEC, operator="u-student-001", include_revoked="true")
@@ -193,7 +195,7 @@ async def test_invalid_grant_is_400_naming_the_field(admin: Admin, body: dict[st
     assert rule_and_clause(outcome) == ("admin.invalid", "II.1")
     text = issue(outcome)["details"]["text"]
     assert field.split(".")[-1] in text and " / " in text  # zh / en
-    assert await admin.client.app[GATEWAY].store.list_grants(include_revoked=True) == []
+    assert await GrantStore(admin.client.app[GATEWAY].store).list_grants(include_revoked=True) == []
     record = admin.last_audit()
     assert record["status"] == 400 and record["extra"]["admin"]["outcome"] == "invalid"
 
@@ -226,7 +228,7 @@ async def test_seal_in_force_at_once_then_unsealed_i4(admin: Admin) -> None:
     assert status == 201, sealed
     assert sealed["patient"] == "Patient/p-42" and sealed["sealed_by"] == "u-rec-001"
     # The very next request's lookup sees it: no cache between the admin call and the pipeline.
-    active = await store.active_seals(["Patient/p-42", "Patient/p-43"])
+    active = await SealStore(store).active_seals(["Patient/p-42", "Patient/p-43"])
     assert list(active) == ["Patient/p-42"] and active["Patient/p-42"]["authorised"] == ["u-doc-1"]
     record = admin.last_audit()
     assert record["extra"]["admin"]["action"] == "admin.seal"
@@ -246,7 +248,7 @@ async def test_seal_in_force_at_once_then_unsealed_i4(admin: Admin) -> None:
         "/admin/seals/unseal", REC, {"patient": "Patient/p-42", "reason": "closed"}
     )
     assert status == 200 and lifted["unsealed_by"] == "u-rec-001" and lifted["unseal_reason"] == "closed"
-    assert await store.active_seals(["Patient/p-42"]) == {}
+    assert await SealStore(store).active_seals(["Patient/p-42"]) == {}
     assert admin.last_audit()["extra"]["admin"]["action"] == "admin.unseal"
     status, body404 = await admin.post("/admin/seals/unseal", REC, {"patient": "Patient/p-42", "reason": "x"})
     assert status == 404 and "not sealed" in issue(body404)["details"]["text"]
@@ -289,7 +291,7 @@ async def test_invalid_seal_is_400_naming_the_field(admin: Admin, body: dict[str
     status, outcome = await admin.post("/admin/seals", REC, body)
     assert status == 400 and issue(outcome)["expression"] == [field]
     assert rule_and_clause(outcome) == ("admin.invalid", "I.4")
-    assert await admin.client.app[GATEWAY].store.seal_history() == []
+    assert await SealStore(admin.client.app[GATEWAY].store).seal_history() == []
 
 
 # --- roles and authentication ---------------------------------------------------------------------
@@ -315,8 +317,8 @@ async def test_roles_are_checked_per_endpoint(admin: Admin) -> None:
     for path in ("/admin/grants", "/admin/seals", "/admin/seals/history", "/admin/alerts"):
         status, _ = await admin.get(path, NURSE)
         assert status == 403, path
-    assert await admin.client.app[GATEWAY].store.seal_history() == []
-    assert await admin.client.app[GATEWAY].store.list_grants() == []
+    assert await SealStore(admin.client.app[GATEWAY].store).seal_history() == []
+    assert await GrantStore(admin.client.app[GATEWAY].store).list_grants() == []
 
     # records_officer: seals yes; security_officer: grants yes; an inspector: neither.
     assert (await admin.post("/admin/seals", REC, seal))[0] == 201
@@ -356,7 +358,7 @@ async def test_no_or_bad_token_is_401_and_audited(admin: Admin, idp: Any) -> Non
         "admin.alerts.list",
     ]
     assert all(r["extra"]["admin"]["outcome"] == "unauthenticated" for r in records)
-    assert await admin.client.app[GATEWAY].store.seal_history() == []
+    assert await SealStore(admin.client.app[GATEWAY].store).seal_history() == []
 
 
 async def test_unknown_admin_paths_are_404_and_audited(admin: Admin) -> None:

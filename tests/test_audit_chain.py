@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import Checkpointer
+from gateway.audit.checkpoints import Checkpointer
 from gateway.cli import main
 from gateway.store import Store
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from gateway.audit_forward import AuditForwarder
+from plugins.balp.forward import AuditForwarder
 from gateway.store import Store
 from tests.test_audit_search import record
 

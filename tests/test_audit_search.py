@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from gateway.audit_search import AuditQuery
-from gateway.balp import to_audit_event
+from gateway.audit.search import AuditQuery
+from plugins.balp.event import to_audit_event
 from gateway.cli import main
-from gateway.pipeline import GATEWAY
+from gateway.runtime import GATEWAY
 from tests.test_admin import NURSE, SEC, Admin, admin  # noqa: F401 - the fixture
 
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.auth import TokenVerifier, claim
 from gateway.config import Settings
-from gateway.devtools import tokens
+from devtools import tokens
 from gateway.errors import GatewayError
 
 

@@ -603,7 +603,7 @@ def test_stored_document_bundle_is_judged_as_a_whole():
 
 def test_distinct_entries_share_a_verdict_by_content_not_by_id():
     """A page of one patient's heart rates is one entry to the policy; a different code is another."""
-    from gateway.pipeline import distinct_entries
+    from gateway.decide import distinct_entries
 
     body = searchset(search_entry(obs("o1")), search_entry(obs("o2")), search_entry(obs("o3", "p9")))
     entries = [s.summary() for s in collect(body)]

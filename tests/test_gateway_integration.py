@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.pipeline import GATEWAY
+from gateway.runtime import GATEWAY
 from tests.conftest import AUDIENCE, ISSUER, auth, free_port, read_audit
+from plugins.grants.store import GrantStore
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +167,7 @@ def _hs256_with_public_key(idp: Any) -> str:
 async def test_bad_tokens_get_401_and_are_audited(
     gw: Harness, idp: Any, fhir_server: Any, case: str, rule: str
 ) -> None:
-    from gateway.devtools import tokens
+    from devtools import tokens
 
     token = {
         "missing": None,
@@ -342,7 +343,7 @@ async def test_student_sees_deidentified_patient(gw: Harness, idp: Any, fhir_ser
     family = real["name"][0]["family"] + "".join(real["name"][0].get("given", []))
     assert family in json.dumps(real, ensure_ascii=False)
     store = gw.client.server.app[GATEWAY].store
-    await store.create_grant(
+    await GrantStore(store).create_grant(
         {
             "kind": "rotation",
             "operator": "stu-042",

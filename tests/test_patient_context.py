@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugins.patient_context import DEPARTMENT_SYSTEM, FLAG_SYSTEM, OPERATOR_SYSTEM, facts_from
+from plugins.care.hook import DEPARTMENT_SYSTEM, FLAG_SYSTEM, OPERATOR_SYSTEM, facts_from
 
 
 def bundle(*resources: dict) -> dict:

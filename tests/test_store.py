@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 
 from gateway.store import Store, StoreClosed, StoreConflict, StoreInvalid, StoreNotFound
+from plugins.grants.store import SCHEMA as GRANTS_SCHEMA
+from plugins.grants.store import GrantStore
+from plugins.seal.store import SCHEMA as SEALS_SCHEMA
+from plugins.seal.store import SealStore
+
+CONTROL_TABLES = (GRANTS_SCHEMA, SEALS_SCHEMA)
 
 
 def record(i: int, patient: str = "Patient/p1") -> dict:
@@ -104,38 +110,38 @@ def grant(operator: str = "u-student-001", **kw: object) -> dict:
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = Store(str(tmp_path / "state.sqlite"))
+    s = Store(str(tmp_path / "state.sqlite"), CONTROL_TABLES)
     await s.start()
     yield s
     await s.close()
 
 
 async def test_grants_created_listed_revoked_ii1(store: Store) -> None:
-    created = await store.create_grant(grant(end="2026-03-31T23:59:59.5Z"), by="u-sec-1")
+    created = await GrantStore(store).create_grant(grant(end="2026-03-31T23:59:59.5Z"), by="u-sec-1")
     assert len(created["id"]) == 32 and created["created_by"] == "u-sec-1"
     # II.1: a rotation never outlasts itself -- the end is stored exactly as given.
     assert created["end"] == "2026-03-31T23:59:59.5Z" and created["revoked_at"] is None
     assert created["scope"] == {"types": ["Observation"], "interactions": ["read"]}
-    other = await store.create_grant(
+    other = await GrantStore(store).create_grant(
         grant("u-vendor-1", kind="vendor", agreement="AG-1", supervisor="u-it"), "x"
     )
-    assert await store.get_grant(created["id"]) == created
-    assert await store.get_grant("0" * 32) is None
-    assert {g["id"] for g in await store.list_grants()} == {created["id"], other["id"]}
-    assert [g["id"] for g in await store.grants_for("u-student-001")] == [created["id"]]
+    assert await GrantStore(store).get_grant(created["id"]) == created
+    assert await GrantStore(store).get_grant("0" * 32) is None
+    assert {g["id"] for g in await GrantStore(store).list_grants()} == {created["id"], other["id"]}
+    assert [g["id"] for g in await GrantStore(store).grants_for("u-student-001")] == [created["id"]]
 
-    revoked = await store.revoke_grant(created["id"], by="u-sec-2", reason="rotation cut short")
+    revoked = await GrantStore(store).revoke_grant(created["id"], by="u-sec-2", reason="rotation cut short")
     assert revoked["revoked_by"] == "u-sec-2" and revoked["revoke_reason"] == "rotation cut short"
     assert revoked["revoked_at"]
-    assert await store.grants_for("u-student-001") == []  # the next request no longer sees it
-    assert await store.list_grants("u-student-001") == []
-    assert [g["id"] for g in await store.list_grants("u-student-001", include_revoked=True)] == [
+    assert await GrantStore(store).grants_for("u-student-001") == []  # the next request no longer sees it
+    assert await GrantStore(store).list_grants("u-student-001") == []
+    assert [g["id"] for g in await GrantStore(store).list_grants("u-student-001", include_revoked=True)] == [
         created["id"]
     ]
     with pytest.raises(StoreConflict, match="already revoked"):
-        await store.revoke_grant(created["id"], by="u-sec-2", reason="again")
+        await GrantStore(store).revoke_grant(created["id"], by="u-sec-2", reason="again")
     with pytest.raises(StoreNotFound):
-        await store.revoke_grant("f" * 32, by="u-sec-2", reason="no such grant")
+        await GrantStore(store).revoke_grant("f" * 32, by="u-sec-2", reason="no such grant")
 
 
 @pytest.mark.parametrize(
@@ -151,8 +157,8 @@ async def test_grants_created_listed_revoked_ii1(store: Store) -> None:
 )
 async def test_the_tables_refuse_grants_that_break_ii1(store: Store, bad: dict) -> None:
     with pytest.raises(StoreInvalid):
-        await store.create_grant(grant(**bad), by="u-sec-1")
-    assert await store.list_grants(include_revoked=True) == []
+        await GrantStore(store).create_grant(grant(**bad), by="u-sec-1")
+    assert await GrantStore(store).list_grants(include_revoked=True) == []
 
 
 async def test_grants_for_is_one_indexed_query(store: Store) -> None:
@@ -175,35 +181,37 @@ async def test_grants_for_is_one_indexed_query(store: Store) -> None:
 
 
 async def test_seal_is_in_force_when_the_call_returns_i4(store: Store, tmp_path: Path) -> None:
-    assert await store.active_seals([]) == {}
-    sealed = await store.seal_patient("Patient/p1", "media report", "CASE-7", ["u-doc-1"], by="u-rec-1")
+    assert await SealStore(store).active_seals([]) == {}
+    sealed = await SealStore(store).seal_patient(
+        "Patient/p1", "media report", "CASE-7", ["u-doc-1"], by="u-rec-1"
+    )
     assert sealed["authorised"] == ["u-doc-1"] and sealed["unsealed_at"] is None
-    active = await store.active_seals(["Patient/p1", "Patient/p2", "Patient/p1"])
+    active = await SealStore(store).active_seals(["Patient/p1", "Patient/p2", "Patient/p1"])
     assert list(active) == ["Patient/p1"] and active["Patient/p1"]["id"] == sealed["id"]
     # Committed: another connection (another gateway process) sees it at once.
     with sqlite3.connect(tmp_path / "state.sqlite") as db:
         assert db.execute("SELECT count(*) FROM seals WHERE unsealed_at IS NULL").fetchone() == (1,)
     with pytest.raises(StoreConflict, match="already sealed"):
-        await store.seal_patient("Patient/p1", "again", "CASE-8", [], by="u-rec-2")
+        await SealStore(store).seal_patient("Patient/p1", "again", "CASE-8", [], by="u-rec-2")
 
-    lifted = await store.unseal_patient("Patient/p1", by="u-rec-2", reason="event closed")
+    lifted = await SealStore(store).unseal_patient("Patient/p1", by="u-rec-2", reason="event closed")
     assert lifted["id"] == sealed["id"] and lifted["unsealed_by"] == "u-rec-2"
     assert lifted["unseal_reason"] == "event closed"
-    assert await store.active_seals(["Patient/p1"]) == {}
+    assert await SealStore(store).active_seals(["Patient/p1"]) == {}
     with pytest.raises(StoreNotFound, match="not sealed"):
-        await store.unseal_patient("Patient/p1", by="u-rec-2", reason="twice")
+        await SealStore(store).unseal_patient("Patient/p1", by="u-rec-2", reason="twice")
 
-    again = await store.seal_patient("Patient/p1", "new report", "CASE-9", [], by="u-rec-1")
-    history = await store.seal_history("Patient/p1")
+    again = await SealStore(store).seal_patient("Patient/p1", "new report", "CASE-9", [], by="u-rec-1")
+    history = await SealStore(store).seal_history("Patient/p1")
     assert [s["id"] for s in history] == [again["id"], sealed["id"]]  # newest first
-    assert [s["id"] for s in await store.seal_history(active_only=True)] == [again["id"]]
-    assert await store.seal_history("Patient/other") == []
+    assert [s["id"] for s in await SealStore(store).seal_history(active_only=True)] == [again["id"]]
+    assert await SealStore(store).seal_history("Patient/other") == []
 
 
 async def test_active_seals_of_many_patients(store: Store) -> None:
     for i in range(0, 2000, 100):
-        await store.seal_patient(f"Patient/p{i}", "r", "c", [], by="u")
-    found = await store.active_seals([f"Patient/p{i}" for i in range(2000)])  # > one IN (...) list
+        await SealStore(store).seal_patient(f"Patient/p{i}", "r", "c", [], by="u")
+    found = await SealStore(store).active_seals([f"Patient/p{i}" for i in range(2000)])  # > one IN (...) list
     assert sorted(found) == sorted(f"Patient/p{i}" for i in range(0, 2000, 100))
 
 
@@ -256,30 +264,32 @@ async def test_alerts_ride_the_audit_group_commit_ii3(store: Store) -> None:
 async def test_concurrent_admin_changes_and_reads_stay_consistent(store: Store) -> None:
     # The same patient sealed by ten officers at once: exactly one seal, nine conflicts.
     results = await asyncio.gather(
-        *(store.seal_patient("Patient/race", "r", f"C-{i}", [], by=f"u-{i}") for i in range(10)),
+        *(SealStore(store).seal_patient("Patient/race", "r", f"C-{i}", [], by=f"u-{i}") for i in range(10)),
         return_exceptions=True,
     )
     assert sum(isinstance(r, dict) for r in results) == 1
     assert sum(isinstance(r, StoreConflict) for r in results) == 9
     # Grants, revocations, seal lookups and audit records interleaved on the one store thread.
-    made = await asyncio.gather(*(store.create_grant(grant(f"op-{i % 5}"), by="u") for i in range(40)))
+    made = await asyncio.gather(
+        *(GrantStore(store).create_grant(grant(f"op-{i % 5}"), by="u") for i in range(40))
+    )
     await asyncio.gather(
-        *(store.revoke_grant(g["id"], by="u", reason="r") for g in made[:20]),
-        *(store.active_seals(["Patient/race"]) for _ in range(20)),
-        *(store.grants_for(f"op-{i}") for i in range(5)),
+        *(GrantStore(store).revoke_grant(g["id"], by="u", reason="r") for g in made[:20]),
+        *(SealStore(store).active_seals(["Patient/race"]) for _ in range(20)),
+        *(GrantStore(store).grants_for(f"op-{i}") for i in range(5)),
         *(store.insert_audit(record(i)) for i in range(100)),
     )
-    live = [g for i in range(5) for g in await store.grants_for(f"op-{i}")]
+    live = [g for i in range(5) for g in await GrantStore(store).grants_for(f"op-{i}")]
     assert sorted(g["id"] for g in live) == sorted(g["id"] for g in made[20:])
-    assert len(await store.seal_history("Patient/race")) == 1
+    assert len(await SealStore(store).seal_history("Patient/race")) == 1
     assert len(await store.audit_records(limit=1000)) == 100
 
 
 async def test_closed_store_refuses_state_calls(tmp_path: Path) -> None:
-    s = Store(str(tmp_path / "d.sqlite"))
+    s = Store(str(tmp_path / "d.sqlite"), CONTROL_TABLES)
     await s.start()
     await s.close()
     with pytest.raises(StoreClosed):
-        await s.active_seals(["Patient/p1"])
+        await SealStore(s).active_seals(["Patient/p1"])
     with pytest.raises(StoreClosed):
         await s.insert_alert({"event": "x", "severity": "low"})

@@ -23,7 +23,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.fhir.resources import collect
-from gateway.watermark import (
+from plugins.watermark.codec import (
     END,
     HEADER,
     ONE,
@@ -31,15 +31,14 @@ from gateway.watermark import (
     TAG_SYSTEM,
     ZERO,
     Codec,
-    decode,
     insert_mark,
     mark_resource,
     parse_fields,
     remove_marks,
-    scan,
     visible,
 )
-from plugins.patient_context import DEPARTMENT_SYSTEM
+from plugins.watermark.decode import decode, scan
+from plugins.care.hook import DEPARTMENT_SYSTEM
 from tests.conftest import ROOT, auth
 
 SECRET = "test-watermark-secret-0123456789-abcdef"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from gateway import rules
 from gateway.errors import GatewayError, Reason, error
 from gateway.fhir.resource_types import RESOURCE_TYPES
 from gateway.fhir.resources import UNRESOLVED_PATIENT, reference_patient, resource_patients
@@ -91,14 +92,14 @@ class FhirRequest:
         }
 
 
-def _bad(en: str, zh: str, rule: str = "fhir.malformed") -> GatewayError:
-    return error(400, "invalid", rule, en, zh)
+def _bad(en: str, zh: str, rule: str = rules.MALFORMED) -> GatewayError:
+    return error(status=400, code="invalid", rule=rule, en=en, zh=zh)
 
 
 def _check_type(name: str) -> str:
     if name not in RESOURCE_TYPES:
         raise _bad(
-            f"'{name}' is not a FHIR R4 resource type", f"“{name}”不是 FHIR R4 资源类型", "fhir.unknown-type"
+            f"'{name}' is not a FHIR R4 resource type", f"“{name}”不是 FHIR R4 资源类型", rules.UNKNOWN_TYPE
         )
     return name
 
@@ -108,7 +109,7 @@ def _check_id(value: str) -> str:
     # decided as one request and normalised by the HTTP client into another (all patients).
     if not ID_RE.fullmatch(value) or value in (".", ".."):
         raise _bad(
-            f"'{value[:80]}' is not a valid FHIR id", f"“{value[:80]}”不是有效的 FHIR 资源 id", "fhir.bad-id"
+            f"'{value[:80]}' is not a valid FHIR id", f"“{value[:80]}”不是有效的 FHIR 资源 id", rules.BAD_ID
         )
     return value
 
@@ -127,21 +128,21 @@ def check_format(params: dict[str, list[str]], accept: str) -> None:
     for value in params.get("_format", []):
         if value.split(";")[0].strip().lower() not in JSON_FORMATS:
             raise error(
-                406,
-                "not-supported",
-                "fhir.format-not-acceptable",
-                f"format '{value}' is not served; this gateway answers application/fhir+json only",
-                f"不提供“{value}”格式;本网关仅返回 application/fhir+json",
+                status=406,
+                code="not-supported",
+                rule=rules.FORMAT_NOT_ACCEPTABLE,
+                en=f"format '{value}' is not served; this gateway answers application/fhir+json only",
+                zh=f"不提供“{value}”格式;本网关仅返回 application/fhir+json",
             )
     if accept:
         media = [m.split(";")[0].strip().lower() for m in accept.split(",") if m.strip()]
         if media and not any(m in JSON_FORMATS or m in ("*/*", "application/*") for m in media):
             raise error(
-                406,
-                "not-supported",
-                "fhir.format-not-acceptable",
-                f"Accept '{accept}' cannot be served; this gateway answers application/fhir+json only",
-                f"无法按 Accept“{accept}”返回;本网关仅返回 application/fhir+json",
+                status=406,
+                code="not-supported",
+                rule=rules.FORMAT_NOT_ACCEPTABLE,
+                en=f"Accept '{accept}' cannot be served; this gateway answers application/fhir+json only",
+                zh=f"无法按 Accept“{accept}”返回;本网关仅返回 application/fhir+json",
             )
 
 
@@ -189,7 +190,7 @@ def patients_in_params(resource_type: str | None, params: dict[str, list[str]]) 
                         raise _bad(
                             f"'{item[:80]}' is not a valid patient reference",
                             f"“{item[:80]}”不是有效的患者引用",
-                            "fhir.bad-id",
+                            rules.BAD_ID,
                         )
                     if patient:
                         found.add(patient)
@@ -245,7 +246,7 @@ def parse_request(
     segments = [s for s in path.split("/") if s]
     if any(s in (".", "..") for s in segments):
         raise _bad(
-            "'.' and '..' are not allowed in a FHIR path", "FHIR 路径中不允许出现“.”或“..”", "fhir.bad-id"
+            "'.' and '..' are not allowed in a FHIR path", "FHIR 路径中不允许出现“.”或“..”", rules.BAD_ID
         )
     n = len(segments)
     req = FhirRequest(method=method, interaction="", level="system", params=params, body=body)
@@ -254,7 +255,7 @@ def parse_request(
         return _bad(
             f"{method} /{path} is not a FHIR interaction this gateway understands",
             f"无法识别的 FHIR 交互:{method} /{path}",
-            "fhir.unknown-interaction",
+            rules.UNKNOWN_INTERACTION,
         )
 
     if n == 0:

@@ -12,6 +12,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from gateway import rules
 from gateway.errors import GatewayError, Reason
 from gateway.fhir.request import FhirRequest
 
@@ -63,7 +64,7 @@ def validate_write(req: FhirRequest, content_type: str) -> None:
                 "not-supported",
                 [
                     Reason(
-                        "fhir.patch-format",
+                        rules.PATCH_FORMAT,
                         "only JSON Patch (application/json-patch+json) is accepted for PATCH",
                         "PATCH 仅接受 JSON Patch(application/json-patch+json)",
                         "I.3",
@@ -81,7 +82,7 @@ def validate_write(req: FhirRequest, content_type: str) -> None:
                     "not-supported",
                     [
                         Reason(
-                            "fhir.patch-in-bundle",
+                            rules.PATCH_IN_BUNDLE,
                             f"Bundle.entry[{i}]: PATCH inside a batch/transaction is not accepted; send it alone",
                             f"Bundle.entry[{i}]:批处理中不接受 PATCH,请单独发送",
                             "I.3",
@@ -96,7 +97,7 @@ def validate_write(req: FhirRequest, content_type: str) -> None:
             400,
             "invalid",
             [
-                Reason("fhir.invalid-resource", f"invalid FHIR resource: {p}", f"FHIR 资源不合规:{p}", "I.3")
+                Reason(rules.INVALID_RESOURCE, f"invalid FHIR resource: {p}", f"FHIR 资源不合规:{p}", "I.3")
                 for p in problems
             ],
         )

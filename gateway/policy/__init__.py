@@ -1,175 +1,20 @@
-"""Policy Decision Point client: one interface, two engines, the same `opa_policies/`.
+"""Policy Decision Point: one engine interface (engine.py), two engines — a real OPA server
+(opa_server.py) and the embedded Rego engine (embedded.py) — over the same opa_policies/
+(files.py), answering typed decisions (decisions.py)."""
 
-- ``opa``: a real OPA server over its REST API (production, several replicas, bundle service).
-- ``embedded``: the same Rego evaluated in-process (one machine, no extra service).
+from gateway.policy.decisions import RequestDecision, ResponseDecision, Verdict
+from gateway.policy.engine import PolicyEngine, PolicyError
+from gateway.policy.files import packaged_policy_dir, policy_data, policy_dir, policy_modules, revision_of
 
-Both answer two questions per request (never one per resource; see opa_policies/README.md):
-``data.emr.request.decision`` before forwarding, ``data.emr.response.decision`` over every resource
-that comes back. Anything but a well-formed answer raises :class:`PolicyError`, and the pipeline
-fails closed on it: no decision, no data.
-"""
-
-from __future__ import annotations
-
-import asyncio
-import hashlib
-import json
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-from gateway.errors import Reason
-
-REQUEST_DECISION = "emr/request/decision"
-RESPONSE_DECISION = "emr/response/decision"
-
-
-#: Obligation types the gateway knows how to carry out: "alert" (II.3, committed with the audit).
-SUPPORTED_OBLIGATIONS: frozenset[str] = frozenset({"alert"})
-
-
-#: Field operations the response filter carries out (gateway/fhir/transforms.py).
-KNOWN_TRANSFORMS: frozenset[str] = frozenset({"year", "drop_reference_display", "keep_only"})
-
-
-class PolicyError(RuntimeError):
-    """The engine failed, timed out or gave an undefined or malformed result."""
-
-
-@dataclass
-class ResponseDecision:
-    verdicts: list[dict[str, Any]]
-    obligations: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _check_obligations(engine: str, obligations: Any, allow: bool) -> list[dict[str, Any]]:
-    if not isinstance(obligations, list):
-        raise PolicyError(f"{engine} engine: obligations are not an array")
-    unknown = [o for o in obligations if not (isinstance(o, dict) and o.get("type") in SUPPORTED_OBLIGATIONS)]
-    if allow and unknown:
-        # An obligation the gateway cannot carry out (a watermark, say) must not be silently
-        # dropped: the allow is void.
-        raise PolicyError(f"{engine} engine: obligations not supported by this gateway: {str(unknown)[:200]}")
-    return [o for o in obligations if o not in unknown]
-
-
-@dataclass
-class RequestDecision:
-    allow: bool
-    reasons: list[Reason] = field(default_factory=list)
-    obligations: list[dict[str, Any]] = field(default_factory=list)
-
-
-class PolicyEngine(ABC):
-    name: str = "abstract"
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.revision = "unknown"
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Load policies / open connections."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release resources."""
-
-    @abstractmethod
-    async def ready(self) -> bool:
-        """True when decisions can be made now (for /readyz)."""
-
-    @abstractmethod
-    async def _evaluate(self, path: str, input_doc: dict[str, Any]) -> Any:
-        """Evaluate ``data.<path>`` for ``input_doc``; None when undefined."""
-
-    async def evaluate(self, path: str, input_doc: dict[str, Any]) -> Any:
-        try:
-            result = await asyncio.wait_for(self._evaluate(path, input_doc), self.timeout)
-        except PolicyError:
-            raise
-        except TimeoutError:
-            raise PolicyError(f"{self.name} engine: no decision for {path} within {self.timeout}s") from None
-        except Exception as exc:  # any engine fault is a refusal, never an allow
-            raise PolicyError(f"{self.name} engine: {type(exc).__name__}: {exc}") from exc
-        if result is None:
-            raise PolicyError(
-                f"{self.name} engine: data.{path.replace('/', '.')} is undefined for this input"
-            )
-        return result
-
-    async def decide_request(self, input_doc: dict[str, Any]) -> RequestDecision:
-        raw = await self.evaluate(REQUEST_DECISION, input_doc)
-        if not isinstance(raw, dict) or not isinstance(raw.get("allow"), bool):
-            raise PolicyError(
-                f"{self.name} engine: request decision has no boolean 'allow': {str(raw)[:200]}"
-            )
-        reasons = raw.get("reasons") or []
-        obligations = raw.get("obligations") or []
-        if not isinstance(reasons, list) or not isinstance(obligations, list):
-            raise PolicyError(f"{self.name} engine: request decision reasons/obligations are not arrays")
-        unknown = [
-            o for o in obligations if not (isinstance(o, dict) and o.get("type") in SUPPORTED_OBLIGATIONS)
-        ]
-        if raw["allow"] and unknown:
-            # An obligation the gateway cannot carry out (a watermark, an alert) must not be
-            # silently dropped: the allow is void.
-            raise PolicyError(
-                f"{self.name} engine: obligations not supported by this gateway: {str(unknown)[:200]}"
-            )
-        return RequestDecision(raw["allow"], [Reason.from_policy(r) for r in reasons], obligations)
-
-    async def decide_response(self, input_doc: dict[str, Any]) -> ResponseDecision:
-        """One verdict per ``input.entries`` item, in order, and the decision's obligations."""
-        raw = await self.evaluate(RESPONSE_DECISION, input_doc)
-        verdicts = raw.get("verdicts") if isinstance(raw, dict) else None
-        if not isinstance(verdicts, list) or len(verdicts) != len(input_doc.get("entries", ())):
-            raise PolicyError(
-                f"{self.name} engine: response decision must hold one verdict per entry "
-                f"({len(input_doc.get('entries', ()))}), got {str(raw)[:200]}"
-            )
-        for v in verdicts:
-            if not isinstance(v, dict) or not isinstance(v.get("keep"), bool):
-                raise PolicyError(f"{self.name} engine: malformed verdict {str(v)[:200]}")
-            unknown = [
-                t
-                for t in v.get("transform") or []
-                if not isinstance(t, dict) or t.get("op") not in KNOWN_TRANSFORMS
-            ]
-            if unknown:  # a withholding the gateway cannot carry out must not be skipped
-                raise PolicyError(f"{self.name} engine: unknown transform {str(unknown)[:200]}")
-        return ResponseDecision(verdicts, _check_obligations(self.name, raw.get("obligations") or [], True))
-
-
-def policy_modules(policy_dir: str | Path) -> dict[str, str]:
-    """The Rego modules of a policy directory (tests excluded), keyed by relative path."""
-    root = Path(policy_dir)
-    return {
-        str(p.relative_to(root)): p.read_text(encoding="utf-8")
-        for p in sorted(root.rglob("*.rego"))
-        if not p.name.endswith("_test.rego")
-    }
-
-
-def policy_data(policy_dir: str | Path) -> dict[str, Any]:
-    """JSON data files, nested under their directory path exactly as `opa run DIR` loads them."""
-    root = Path(policy_dir)
-    data: dict[str, Any] = {}
-    for p in sorted(root.rglob("*.json")):
-        node = data
-        for part in p.relative_to(root).parent.parts:
-            node = node.setdefault(part, {})
-        node.update(json.loads(p.read_text(encoding="utf-8")))
-    return data
-
-
-def revision_of(modules: dict[str, str], config: Any) -> str:
-    """A short hash of the rules and their data (``data.emr.config``), recorded in every audit record.
-
-    Both engines compute it over what they actually evaluate, so the audit says which rules decided.
-    """
-    digest = hashlib.sha256()
-    for text in sorted(modules.values()):
-        digest.update(text.encode())
-        digest.update(b"\0")
-    digest.update(json.dumps(config, sort_keys=True, ensure_ascii=False).encode())
-    return digest.hexdigest()[:16]
+__all__ = [
+    "PolicyEngine",
+    "PolicyError",
+    "RequestDecision",
+    "ResponseDecision",
+    "Verdict",
+    "packaged_policy_dir",
+    "policy_data",
+    "policy_dir",
+    "policy_modules",
+    "revision_of",
+]

@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 import regorus
 
-from gateway.policy import PolicyEngine, PolicyError, policy_data, policy_modules, revision_of
+from gateway.policy.engine import PolicyEngine, PolicyError
+from gateway.policy.files import policy_data, policy_modules, revision_of
 
 
 class EmbeddedEngine(PolicyEngine):

@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.policy import PolicyEngine, PolicyError, revision_of
+from gateway.policy.engine import PolicyEngine, PolicyError
+from gateway.policy.files import revision_of
 
 
 class OpaServerEngine(PolicyEngine):

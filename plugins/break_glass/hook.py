@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from gateway.context import RequestContext
 from gateway.errors import error
-from gateway.plugin import Plugin
+from gateway.hooks import Plugin
+
+#: The rule id this control refuses with (OperationOutcome, audit record).
+NO_REASON = "break-glass.no-reason"
 
 HEADER = "X-Break-Glass-Reason"
 MAX_REASON = 500
@@ -31,12 +34,12 @@ class BreakGlassPlugin(Plugin):
         reason = " ".join(reason.split())[:MAX_REASON]
         if not reason:
             raise error(
-                400,
-                "invalid",
-                "break-glass.no-reason",
-                f"{HEADER} is empty: say why this emergency access is needed",
-                f"{HEADER} 为空:请说明紧急访问的理由",
-                "I.4",
+                status=400,
+                code="invalid",
+                rule=NO_REASON,
+                en=f"{HEADER} is empty: say why this emergency access is needed",
+                zh=f"{HEADER} 为空:请说明紧急访问的理由",
+                clause="I.4",
             )
         ctx.policy_input["break_glass"] = {"reason": reason}
         ctx.audit_extra["break_glass_reason"] = reason

@@ -81,3 +81,53 @@ def mint(
         claims["purpose_of_use"] = purpose
     claims.update(extra or {})
     return jwt.encode(claims, private_key, algorithm=algorithm, headers={"kid": kid})
+
+
+# --- `python -m devtools.tokens`: a token for `make run` ----------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_ISSUER = "https://idp.emrguard.local/dev"
+DEV_AUDIENCE = "emrguard"
+#: Roles that work in a clinical department; the others (researcher, vendor, officers) have none.
+DEPARTMENT_ROLES = frozenset({"physician", "nurse", "resident", "student", "pharmacist"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m devtools.tokens",
+        description="Mint a token signed by the checkout's development key (never in production).",
+    )
+    ap.add_argument("--role", action="append", help="role (repeatable), e.g. physician, nurse, student")
+    ap.add_argument("--sub", help="operator id (a personal account, II.1); default dev-<role>-001")
+    ap.add_argument("--dept", help="department; default cardiology for clinical roles, none otherwise")
+    ap.add_argument("--purpose", help="PurposeOfUse code as a token claim (or send X-Purpose-Of-Use)")
+    ap.add_argument("--ttl", type=int, default=8 * 3600, help="seconds")
+    ap.add_argument("--issuer", default=DEV_ISSUER)
+    ap.add_argument("--audience", default=DEV_AUDIENCE)
+    # The checkout's key, wherever this runs from: a new key would make tokens `make run` refuses.
+    ap.add_argument("--key-dir", default=str(ROOT / "var/dev-keys"))
+    args = ap.parse_args(argv)
+    roles = args.role or ["physician"]
+    private, _ = ensure_dev_keys(args.key_dir)
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    dept = args.dept if args.dept is not None else ("cardiology" if DEPARTMENT_ROLES & set(roles) else "")
+    print(
+        mint(
+            key,
+            kid=DEV_KID,
+            issuer=args.issuer,
+            audience=args.audience,
+            sub=args.sub or f"dev-{roles[0]}-001",
+            roles=roles,
+            dept=dept,
+            purpose=args.purpose,
+            ttl=args.ttl,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

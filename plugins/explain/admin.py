@@ -4,7 +4,8 @@ For security teams tuning Rego (I.3 supervision of permissions): given an operat
 purpose and a FHIR request, it builds exactly the input the gateway would build, asks the
 configured engine, and answers with the decision, its reasons (the rules that fired) and the
 input itself. Patient facts that would come from the upstream (departments, care team, flags)
-are taken from the body when given, never fetched; grants and seals come from the store as usual.
+are taken from the body when given, never fetched; grants and seals come from the store as usual
+(each loaded control adds its facts through its ``explain_facts`` hook, gateway/hooks.py).
 Optional ``resources`` are judged with the response decision, as if the upstream had returned them.
 
     {"operator": {"id": "nurse-zhao", "roles": ["nurse"], "dept": "cardiology"},
@@ -19,20 +20,26 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from aiohttp import web
+
+from gateway import rules
+from gateway.admin import Call, json_body, target_patient
+from gateway.audited import Reply
 from gateway.auth import Operator
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error
 from gateway.fhir.request import parse_request
 from gateway.fhir.resources import collect
+from gateway.hooks import AdminRoute, Plugin
 from gateway.policy import PolicyError
 from gateway.runtime import Gateway
 from gateway.store import utc_now
 
-FACT_KEYS = ("departments", "care_team", "flags")
+BAD_REQUEST = "explain.bad-request"
 
 
 def _bad(what: str, zh: str) -> GatewayError:
-    return error(400, "invalid", "explain.bad-request", what, zh)
+    return error(status=400, code="invalid", rule=BAD_REQUEST, en=what, zh=zh)
 
 
 async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]:
@@ -72,19 +79,11 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
     )
     if body.get("break_glass_reason"):
         sim.policy_input["break_glass"] = {"reason": str(body["break_glass_reason"])}
-    sim.grants = await gw.store.grants_for(operator.id)
     given = body.get("patients") if isinstance(body.get("patients"), dict) else {}
     resources = body.get("resources") if isinstance(body.get("resources"), list) else []
     slots = [s for r in resources if isinstance(r, dict) for s in collect(r)]
     patients = set(sim.fhir.all_patients()) | {p for s in slots for p in s.summary()["patients"]}
-    seals = await gw.store.active_seals(sorted(patients))
-    for p in patients:
-        facts = given.get(p) if isinstance(given.get(p), dict) else {}
-        sim.patient_context[p] = {
-            **{k: list(facts.get(k) or []) for k in FACT_KEYS},
-            "sealed": p in seals,
-            "seal": seals.get(p),
-        }
+    await gw.hooks.explain_facts(sim, patients, given)
     decision_input = sim.decision_input(body.get("time") or utc_now())
     try:
         decision = await gw.engine.decide_request(decision_input)
@@ -96,7 +95,13 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
             else []
         )
     except PolicyError as exc:
-        raise error(503, "transient", "policy.unavailable", str(exc), "无法获得访问控制决策") from None
+        raise error(
+            status=503,
+            code="transient",
+            rule=rules.POLICY_UNAVAILABLE,
+            en=str(exc),
+            zh="无法获得访问控制决策",
+        ) from None
     ctx.audit_extra["explained_operator"] = operator.id
     return {
         "decision": {
@@ -113,3 +118,29 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
         "policy_revision": gw.engine.revision,
         "input": decision_input,
     }
+
+
+async def policy_explain(request: web.Request, ctx: RequestContext, gw: Gateway, call: Call) -> Reply:
+    """What the policy would decide and why, without touching the EMR (explain above).
+
+    The patients explained about are audited as targets: probing a patient's seal through explain
+    is as traceable as reading the record (II.2).
+    """
+    out = await explain(gw, ctx, await json_body(request, "I.3"))
+    for patient in sorted(out["input"].get("patients") or {}):
+        target_patient(ctx, call, patient)
+    return Reply(200, out)
+
+
+def _roles(settings: Any) -> tuple[str, ...]:
+    return settings.admin_explain_roles
+
+
+class ExplainPlugin(Plugin):
+    name = "explain"
+
+    def admin_routes(self) -> list[AdminRoute]:
+        return [AdminRoute("POST", "/policy/explain", "admin.policy.explain", "I.3", _roles, policy_explain)]
+
+
+PLUGIN = ExplainPlugin

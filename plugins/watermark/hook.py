@@ -4,7 +4,7 @@ carries the id of its disclosure, which is the request id of its audit record.
 On every response, after the filter and before the audit record is committed, each resource in
 the body (not the Bundles and Parameters that only carry them) gets a ``meta.tag`` with the
 disclosure id, and each configured free-text field (``watermark_fields``) an invisible, MAC-keyed
-mark (gateway/watermark.py). ``emrguard watermark decode`` traces a leaked file or pasted text back
+mark (codec.py beside this module). ``emrguard watermark decode`` traces a leaked file or pasted text back
 to the operator, time, purpose and patients of that disclosure.
 """
 
@@ -15,8 +15,9 @@ from typing import Any
 from gateway.config import ConfigError
 from gateway.context import RequestContext
 from gateway.fhir.resources import collect
-from gateway.plugin import Plugin
-from gateway.watermark import HEADER, Codec, mark_resource, parse_fields
+from gateway.hooks import Plugin
+from gateway.runtime import Gateway
+from plugins.watermark.codec import HEADER, Codec, mark_resource, parse_fields
 
 MIN_SECRET = 32
 
@@ -28,8 +29,8 @@ class WatermarkPlugin(Plugin):
         self.codec: Codec | None = None
         self.fields: list[tuple[str, ...]] = []
 
-    async def start(self, app_state: Any) -> None:
-        settings = app_state.settings
+    async def start(self, gw: Gateway) -> None:
+        settings = gw.settings
         if len(settings.watermark_secret) < MIN_SECRET:  # no marks, no release (config.py checks too)
             raise ConfigError(
                 f"config key 'watermark_secret': at least {MIN_SECRET} characters are required (II.2)"

@@ -17,7 +17,7 @@ server assigns differ between runs.
 
 Usage::
 
-    python -m gateway.devtools.synthetic --base-url http://127.0.0.1:8090/fhir/R4 --count 20
+    python -m devtools.synthetic --base-url http://127.0.0.1:8090/fhir/R4 --count 20
 """
 
 from __future__ import annotations

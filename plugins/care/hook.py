@@ -18,13 +18,19 @@ import orjson
 from gateway.context import RequestContext
 from gateway.errors import error
 from gateway.fhir.resources import UNRESOLVED_PATIENT
-from gateway.plugin import Plugin
+from gateway.hooks import Plugin
+from gateway.proxy import UpstreamClient
+from gateway.runtime import Gateway
+
+#: The rule id this control refuses with (OperationOutcome, audit record).
+LOOKUP_FAILED = "care.lookup-failed"
 
 # Department codes on Encounter.serviceType / Encounter.type / CareTeam.category.
 DEPARTMENT_SYSTEM = "https://emrguard.example/fhir/CodeSystem/department"
 # Patient.meta.tag / meta.security codes that raise the grade of everything about the patient.
 FLAG_SYSTEM = "https://emrguard.example/fhir/CodeSystem/patient-flag"
 FLAGS = frozenset({"VIP", "staff"})
+FACT_KEYS = ("departments", "care_team", "flags")
 OPERATOR_SYSTEM = "https://emrguard.example/fhir/sid/operator"
 
 
@@ -99,15 +105,17 @@ def facts_from(encounters: Any, care_teams: Any, patient: Any, now_iso: str = ""
     return {"departments": sorted(departments), "care_team": sorted(team), "flags": sorted(flags)}
 
 
-class PatientContextPlugin(Plugin):
-    name = "patient_context"
+class CarePlugin(Plugin):
+    name = "care"
 
     def __init__(self) -> None:
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.upstream: UpstreamClient | None = None
+        self.ttl = 30.0
 
-    async def start(self, app_state: Any) -> None:
-        self.upstream = app_state.upstream
-        self.ttl = app_state.settings.patient_context_ttl_seconds
+    async def start(self, gw: Gateway) -> None:
+        self.upstream = gw.upstream
+        self.ttl = gw.settings.patient_context_ttl_seconds
 
     async def _load(self, ctx: RequestContext, patients: set[str] | list[str]) -> None:
         now = time.monotonic()
@@ -125,6 +133,7 @@ class PatientContextPlugin(Plugin):
                 missing.append(p)
         if not missing:
             return
+        assert self.upstream is not None, "care plugin used before start()"
         entries = []
         for p in sorted(missing):
             entries += [
@@ -144,12 +153,12 @@ class PatientContextPlugin(Plugin):
         answers = resp.body.get("entry") if isinstance(resp.body, dict) else None
         if resp.status != 200 or not isinstance(answers, list) or len(answers) != len(entries):
             raise error(
-                502,
-                "transient",
-                "care.lookup-failed",
-                "the patients' departments could not be looked up, so no access decision can be made",
-                "无法查询患者所属科室,无法做出访问决策",
-                "I.4",
+                status=502,
+                code="transient",
+                rule=LOOKUP_FAILED,
+                en="the patients' departments could not be looked up, so no access decision can be made",
+                zh="无法查询患者所属科室,无法做出访问决策",
+                clause="I.4",
             )
         for i, p in enumerate(sorted(missing)):
             enc, ct, pat = (
@@ -168,5 +177,13 @@ class PatientContextPlugin(Plugin):
     async def before_response_decision(self, ctx: RequestContext, patients: set[str]) -> None:
         await self._load(ctx, patients)
 
+    async def explain_facts(
+        self, ctx: RequestContext, patients: set[str], given: dict[str, dict[str, Any]]
+    ) -> None:
+        """Explain never asks the EMR: the facts are the ones the explain body gives."""
+        for p in patients:
+            facts = given.get(p) if isinstance(given.get(p), dict) else {}
+            ctx.patient_context.setdefault(p, {}).update({k: list(facts.get(k) or []) for k in FACT_KEYS})
 
-PLUGIN = PatientContextPlugin
+
+PLUGIN = CarePlugin

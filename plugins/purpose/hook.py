@@ -9,12 +9,15 @@ missing or unknown purpose reaches the policy as such and is refused there, citi
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from gateway.auth import claim
 from gateway.context import RequestContext
 from gateway.errors import error
-from gateway.plugin import Plugin
+from gateway.hooks import Plugin
+from gateway.runtime import Gateway
+
+#: The rule id this control refuses with (OperationOutcome, audit record).
+MALFORMED = "purpose.malformed"
 
 HEADER = "X-Purpose-Of-Use"
 # PurposeOfUse codes are short upper-case tokens (TREAT, ETREAT, HRESCH, ...); a system may prefix
@@ -28,8 +31,8 @@ class PurposePlugin(Plugin):
     def __init__(self) -> None:
         self.claim_name = "purpose_of_use"
 
-    async def start(self, app_state: Any) -> None:
-        self.claim_name = app_state.settings.purpose_claim
+    async def start(self, gw: Gateway) -> None:
+        self.claim_name = gw.settings.purpose_claim
 
     async def before_decision(self, ctx: RequestContext) -> None:
         raw = ctx.headers.get(HEADER)
@@ -44,12 +47,12 @@ class PurposePlugin(Plugin):
         code = str(raw).rsplit("|", 1)[-1].strip()
         if not CODE_RE.match(code):
             raise error(
-                400,
-                "invalid",
-                "purpose.malformed",
-                f"purpose of use '{str(raw)[:40]}' is not a PurposeOfUse code (e.g. TREAT, TRAIN, HRESCH)",
-                f"使用目的“{str(raw)[:40]}”不是有效的 PurposeOfUse 代码(如 TREAT、TRAIN、HRESCH)",
-                "I.2",
+                status=400,
+                code="invalid",
+                rule=MALFORMED,
+                en=f"purpose of use '{str(raw)[:40]}' is not a PurposeOfUse code (e.g. TREAT, TRAIN, HRESCH)",
+                zh=f"使用目的“{str(raw)[:40]}”不是有效的 PurposeOfUse 代码(如 TREAT、TRAIN、HRESCH)",
+                clause="I.2",
             )
         ctx.purpose = code.upper()
         ctx.audit_extra["purpose_source"] = source

@@ -16,10 +16,10 @@ import orjson
 import structlog
 
 from gateway.aio import stop_task
-from gateway.balp import to_audit_event
 from gateway.store import Store
+from plugins.balp.event import to_audit_event
 
-log = structlog.get_logger("emrguard.audit_forward")
+log = structlog.get_logger("emrguard.balp.forward")
 
 
 class AuditForwarder:

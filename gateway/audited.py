@@ -1,0 +1,125 @@
+"""The audited request: the one place the II.2 invariant lives — no answer without its record.
+
+Every handler under ``/fhir`` and ``/admin`` is wrapped by :func:`audited`. The wrapper makes the
+request's context and id (bound into structlog's contextvars, so every log line of the request
+carries it), runs the handler, turns any exception into a FHIR ``OperationOutcome`` (zh + en), and
+commits the audit record. Only then is the answer released; if the record cannot be written the
+caller gets 503 and nothing else (fail closed). Handlers return data (:class:`Reply`) and raise
+:class:`~gateway.errors.GatewayError`; they never build responses or write audit records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from gateway import rules
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, error, operation_outcome
+from gateway.runtime import GATEWAY
+
+log = structlog.get_logger("emrguard.audited")
+
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass
+class Reply:
+    """What a handler answers: status, a JSON body (None for none), extra headers."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[web.Request, RequestContext], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Surface:
+    """What differs between the API surfaces (FHIR, admin) in how their answers are written."""
+
+    content_type: str
+    #: The 500 for an unexpected error (a bug must not leak data or skip the audit).
+    internal: GatewayError
+    #: The 503 when the audit record cannot be written.
+    unavailable: GatewayError
+    #: The path recorded in the audit record.
+    path: Callable[[web.Request], str]
+    #: Called with the context before the handler runs (e.g. what kind of call this is).
+    prepare: Callable[[RequestContext], None] = lambda ctx: None
+    #: Called with the context and the final status before the record is written.
+    finish: Callable[[RequestContext, int], None] = lambda ctx, status: None
+
+
+def respond(
+    status: int, body: Any, ctx: RequestContext, surface: Surface, headers: dict[str, str]
+) -> web.Response:
+    out = {
+        **headers,
+        "Content-Type": f"{surface.content_type}; charset=utf-8",
+        "X-Request-Id": ctx.request_id,
+        "Cache-Control": "no-store",  # patient data is never cached by intermediaries
+    }
+    return web.Response(status=status, body=orjson.dumps(body) if body is not None else b"", headers=out)
+
+
+def _refusal(err: GatewayError, ctx: RequestContext) -> Reply:
+    ctx.reasons = ctx.reasons or err.reasons
+    return Reply(err.status, operation_outcome(err, ctx.request_id), dict(err.headers))
+
+
+def audited(surface: Surface, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap ``handler`` so that its every outcome is audited before it is released (II.2)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        gw = request.app[GATEWAY]
+        ctx = RequestContext.from_request(request, surface.path(request))
+        with structlog.contextvars.bound_contextvars(request_id=ctx.request_id):
+            surface.prepare(ctx)
+            try:
+                reply = await handler(request, ctx)
+            except GatewayError as err:
+                reply = _refusal(err, ctx)
+            except Exception:  # a bug must not leak data or skip the audit
+                log.exception("unhandled error", path=ctx.path[:200])
+                ctx.reasons = []
+                reply = _refusal(surface.internal, ctx)
+            ctx.status = reply.status
+            surface.finish(ctx, reply.status)
+            try:
+                await gw.audit.write(ctx)
+            except Exception:
+                # II.2: no disclosure (and no reported change) without its record. Withhold all.
+                log.exception("audit record could not be written; response withheld")
+                err = surface.unavailable
+                return respond(err.status, operation_outcome(err, ctx.request_id), ctx, surface, {})
+            return respond(reply.status, reply.body, ctx, surface, reply.headers)
+
+    return handle
+
+
+FHIR_SURFACE = Surface(
+    content_type=FHIR_JSON,
+    internal=error(
+        status=500,
+        code="exception",
+        rule=rules.INTERNAL,
+        en="internal gateway error; the request was not completed",
+        zh="网关内部错误,请求未完成",
+    ),
+    unavailable=error(
+        status=503,
+        code="transient",
+        rule=rules.AUDIT_UNAVAILABLE,
+        en="the audit record could not be written, so no data is released; try again",
+        zh="审计记录写入失败,为保证可追溯不返回数据;请稍后重试",
+        clause="II.2",
+    ),
+    path=lambda request: request.match_info.get("tail", ""),
+)

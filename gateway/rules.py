@@ -1,0 +1,100 @@
+"""The rule ids the gateway's core refuses with (OperationOutcome ``details.coding`` and the audit
+record's ``reasons``). Ids are an interface: the IT desk looks them up, auditors search by them —
+never rename one. Each control keeps its own ids in its package (plugins/<control>/); the policy's
+ids are in opa_policies/.
+"""
+
+from __future__ import annotations
+
+#: a bug: the request was not completed (nothing leaves)
+INTERNAL = "gateway.internal"
+#: II.2: the audit record could not be written, so nothing is released
+AUDIT_UNAVAILABLE = "audit.unavailable"
+#: no audit record with that request id
+AUDIT_NOT_FOUND = "audit.not-found"
+#: no decision could be made (engine down, slow, malformed answer): refused
+POLICY_UNAVAILABLE = "policy.unavailable"
+#: refused by policy without a reason of its own
+POLICY_DENY = "policy.deny"
+#: the resource asked for is withheld by the response decision
+POLICY_WITHHELD = "policy.withheld"
+#: the request body exceeds max_request_bytes
+BODY_TOO_LARGE = "fhir.body-too-large"
+#: a request body of a type the gateway does not read
+MEDIA_TYPE = "fhir.media-type"
+#: a POST _search form that is not UTF-8
+BAD_FORM = "fhir.bad-form"
+#: a request body that is not JSON
+BAD_JSON = "fhir.bad-json"
+#: XML or another format than FHIR JSON asked for
+FORMAT_NOT_ACCEPTABLE = "fhir.format-not-acceptable"
+#: a FHIR request the gateway cannot read
+MALFORMED = "fhir.malformed"
+#: an id that is not a FHIR id
+BAD_ID = "fhir.bad-id"
+#: not an R4 resource type
+UNKNOWN_TYPE = "fhir.unknown-type"
+#: not a FHIR interaction the gateway understands
+UNKNOWN_INTERACTION = "fhir.unknown-interaction"
+#: a written resource that is not valid R4
+INVALID_RESOURCE = "fhir.invalid-resource"
+#: a PATCH that is not JSON Patch
+PATCH_FORMAT = "fhir.patch-format"
+#: a PATCH inside a batch or transaction
+PATCH_IN_BUNDLE = "fhir.patch-in-bundle"
+#: the FHIR server did not answer in time
+UPSTREAM_TIMEOUT = "upstream.timeout"
+#: the FHIR server could not be reached
+UPSTREAM_UNREACHABLE = "upstream.unreachable"
+#: the FHIR server answered in another format than JSON
+UPSTREAM_NOT_JSON = "upstream.not-json"
+#: the FHIR server's JSON is broken
+UPSTREAM_BAD_JSON = "upstream.bad-json"
+#: the FHIR server's answer exceeds max_response_bytes
+UPSTREAM_TOO_LARGE = "upstream.too-large"
+#: the FHIR server's answer is not a FHIR resource
+UPSTREAM_NOT_FHIR = "upstream.not-fhir"
+#: II.1: no bearer token
+AUTH_MISSING_TOKEN = "auth.missing-token"
+#: II.1: an Authorization header that is not a bearer token
+AUTH_NOT_BEARER = "auth.not-bearer"
+#: II.1: not a JWT
+AUTH_MALFORMED_TOKEN = "auth.malformed-token"
+#: II.1: none, HMAC or an algorithm not configured
+AUTH_ALG_NOT_ALLOWED = "auth.alg-not-allowed"
+#: II.1: a key used with another algorithm family than its own
+AUTH_ALG_MISMATCH = "auth.alg-mismatch"
+#: II.1: a kid the identity provider does not publish
+AUTH_UNKNOWN_KEY = "auth.unknown-key"
+#: II.1: the identity provider's keys could not be fetched
+AUTH_JWKS_UNAVAILABLE = "auth.jwks-unavailable"
+#: II.1: the signature does not verify
+AUTH_BAD_SIGNATURE = "auth.bad-signature"
+#: II.1: the token has expired
+AUTH_EXPIRED = "auth.expired"
+#: II.1: the token is not valid yet (nbf)
+AUTH_NOT_YET_VALID = "auth.not-yet-valid"
+#: II.1: another issuer than the configured one
+AUTH_WRONG_ISSUER = "auth.wrong-issuer"
+#: II.1: a token minted for another service
+AUTH_WRONG_AUDIENCE = "auth.wrong-audience"
+#: II.1: a required claim (exp, iat, sub) is missing
+AUTH_MISSING_CLAIM = "auth.missing-claim"
+#: II.1: the token is invalid for another reason
+AUTH_INVALID_TOKEN = "auth.invalid-token"
+#: II.1: no personal operator id (sub) in the token
+AUTH_NO_OPERATOR = "auth.no-operator"
+#: the caller holds none of the roles the endpoint is open to
+ADMIN_ROLE = "admin.role"
+#: a field of the admin call is missing or wrong
+ADMIN_INVALID = "admin.invalid"
+#: the admin API takes application/json only
+ADMIN_MEDIA_TYPE = "admin.media-type"
+#: the admin call's body exceeds max_request_bytes
+ADMIN_BODY_TOO_LARGE = "admin.body-too-large"
+#: no such grant, no active seal
+ADMIN_NOT_FOUND = "admin.not-found"
+#: the change contradicts the current state (already sealed, revoked)
+ADMIN_CONFLICT = "admin.conflict"
+#: not an admin endpoint (audited all the same)
+ADMIN_UNKNOWN_ENDPOINT = "admin.unknown-endpoint"
