@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OPA = $(shell scripts/ensure-opa.sh)
 
-.PHONY: setup run test lint policy-test bench clean
+.PHONY: setup run test lint policy-test bench token clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,12 @@ setup: $(VENV)/.installed devserver/node_modules/.installed
 run: setup
 	scripts/dev-run.sh
 
+PY_SOURCES := gateway plugins opa_policies devtools bench tests
+
 lint: setup
-	$(VENV)/bin/ruff check gateway plugins tests
-	$(VENV)/bin/ruff format --check gateway plugins tests
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	$(VENV)/bin/mypy
 
 policy-test: setup
 	$(OPA) fmt --fail --list opa_policies
@@ -41,6 +44,10 @@ test: setup lint policy-test
 bench: setup
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	EMRGUARD_OPA_BIN=$(OPA) $(PY) -m bench.run
+
+# A development token for `make run`: make token ROLE=nurse [DEPT=cardiology] [SUB=...]
+token: $(VENV)/.installed
+	@$(PY) -m devtools.tokens --role $(or $(ROLE),physician) $(if $(DEPT),--dept $(DEPT)) $(if $(SUB),--sub $(SUB))
 
 clean:
 	rm -rf $(VENV) devserver/node_modules var .pytest_cache

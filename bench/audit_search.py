@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.audit_chain import GENESIS, canonical, chain_hash
-from gateway.audit_search import AuditQuery, run
+from gateway.audit.chain import GENESIS, canonical, chain_hash
+from gateway.audit.search import AuditQuery, run
 from gateway.store import SCHEMA
 
 

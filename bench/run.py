@@ -4,7 +4,7 @@ Starts its own Medplum FHIR dev server (seeded), an OPA server, and the gateway 
 then loads each with wrk over loopback:
 
   upstream      the FHIR server directly                               (a)
-  bare          the gateway's proxy with policy, filter, audit off      (b: the floor of this stack)
+  bare          the gateway's upstream client alone (bench/passthrough.py) (b: the floor of this stack)
   embedded/opa  the full gateway with each policy engine               (c)
 
 for a single read and a 100-entry search. Writes bench-results/bench.json and prints it, with the
@@ -30,33 +30,12 @@ from typing import Any
 
 import aiohttp
 
-from gateway.devtools import tokens
-from gateway.devtools.synthetic import department_for, seed_server
+from devtools import tokens
+from devtools.procs import free_port, wait_http
+from devtools.synthetic import department_for, seed_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER, AUDIENCE = "https://idp.bench.emrguard/", "emrguard"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float = 30) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready")
 
 
 def start_fhir() -> tuple[subprocess.Popen[str], str]:
@@ -118,19 +97,28 @@ def start_gateway(
             "EMRGUARD_WATERMARK_SECRET": "bench-only-watermark-secret-0123456789",
         }
     )
-    if mode == "bare":
-        env.update({"EMRGUARD_BARE_PASSTHROUGH": "true", "EMRGUARD_UNSAFE_BENCH_MODE_ACKNOWLEDGED": "true"})
+    if mode == "bare":  # the floor: the same upstream client with no controls (bench/passthrough.py)
+        command = [
+            sys.executable,
+            "-m",
+            "bench.passthrough",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            upstream,
+        ]
     else:
         env["EMRGUARD_POLICY_ENGINE"] = mode
         env["EMRGUARD_OPA_URL"] = opa_url
+        command = [sys.executable, "-m", "gateway", "serve"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve"],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    wait_ready(base + "/healthz")
+    wait_http(base + "/healthz")
     return proc, base + "/fhir"
 
 
@@ -193,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         opa_url = f"http://127.0.0.1:{opa_port}"
-        wait_ready(opa_url + "/health")
+        wait_http(opa_url + "/health")
         private, public = tokens.ensure_dev_keys(work / "keys")
         from cryptography.hazmat.primitives import serialization
 

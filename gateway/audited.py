@@ -21,11 +21,10 @@ from aiohttp import web
 from gateway import rules
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error, operation_outcome
+from gateway.proxy import FHIR_JSON
 from gateway.runtime import GATEWAY
 
 log = structlog.get_logger("emrguard.audited")
-
-FHIR_JSON = "application/fhir+json"
 
 
 @dataclass
@@ -97,8 +96,9 @@ def audited(surface: Surface, handler: Handler) -> Callable[[web.Request], Await
             except Exception:
                 # II.2: no disclosure (and no reported change) without its record. Withhold all.
                 log.exception("audit record could not be written; response withheld")
-                err = surface.unavailable
-                return respond(err.status, operation_outcome(err, ctx.request_id), ctx, surface, {})
+                unavailable = surface.unavailable
+                outcome = operation_outcome(unavailable, ctx.request_id)
+                return respond(unavailable.status, outcome, ctx, surface, {})
             return respond(reply.status, reply.body, ctx, surface, reply.headers)
 
     return handle

@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from gateway.app import create_app
+    from gateway.policy.files import policy_dir
 
     try:
         settings = load_settings(args.config)
@@ -43,7 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     print(
         f"emrguard: serving FHIR at http://{settings.listen}/fhir -> {settings.upstream_url} "
-        f"(policy engine: {settings.policy_engine}, store: {settings.db})",
+        f"(policy engine: {settings.policy_engine}"
+        f"{', policies: ' + str(policy_dir(settings.policy_dir)) if settings.policy_engine == 'embedded' else ''}"
+        f", store: {settings.db})",
         file=sys.stderr,
     )
     web.run_app(app, host=settings.listen_host, port=settings.listen_port, print=None, access_log=None)
@@ -172,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="TOML config file (default: $EMRGUARD_CONFIG); EMRGUARD_* variables override it"
     )
     serve.set_defaults(func=_serve)
-    tok = sub.add_parser("dev-token", help="removed: use `python -m devtools.tokens` in the checkout")
-    tok.add_argument("rest", nargs=argparse.REMAINDER)
-    tok.set_defaults(func=_dev_token)
+    sub.add_parser("dev-token", help="removed: use `python -m devtools.tokens` in the checkout")
     audit = sub.add_parser("audit", help="the audit trail (II.2)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     ver = audit_sub.add_parser(
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     dec.add_argument("--secret", help="the watermark secret (default: $EMRGUARD_WATERMARK_SECRET, preferred)")
     dec.add_argument("--db", help="SQLite store (default: $EMRGUARD_DB)")
     dec.set_defaults(func=_watermark_decode)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dev-token"]:  # whatever options follow: say where it went
+        return _dev_token(argparse.Namespace())
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -140,7 +140,7 @@ def _coerce(key: str, raw: object, target: object, *, from_env: bool) -> object:
         if target is int:
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError(f"expected a whole number, got {raw!r}")
-            return int(raw)  # type: ignore[arg-type]
+            return int(raw)  # type: ignore[call-overload]
         if target is float:
             if isinstance(raw, bool):
                 raise ValueError("expected a number")

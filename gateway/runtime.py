@@ -24,6 +24,8 @@ from gateway.proxy import UpstreamClient
 from gateway.store import Store
 
 log = structlog.get_logger("emrguard.runtime")
+#: One part of the gateway: its name, how it starts, how it closes.
+Part = tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]
 
 
 def make_engine(settings: Settings) -> PolicyEngine:
@@ -79,9 +81,9 @@ class Gateway:
             pseudonymiser=Pseudonymiser(settings.pseudonym_secret) if settings.pseudonym_secret else None,
         )
 
-    def _parts(self) -> list[tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]]:
+    def _parts(self) -> list[Part]:
         """(name, start, close) in start-up order: the store first (nothing is served unaudited)."""
-        parts = [
+        parts: list[Part] = [
             ("store", self.store.start, self.store.close),
             ("audit", self.audit.start, self.audit.close),
             ("upstream", self.upstream.start, self.upstream.close),
@@ -97,7 +99,11 @@ class Gateway:
         """Every part started, in order; on exit (or a failed start) the started ones closed."""
         async with contextlib.AsyncExitStack() as stack:
             for name, start, close in self._parts():
-                await start()
+                try:
+                    await start()
+                except Exception:
+                    log.error("start_failed", part=name)  # the parts already started close now
+                    raise
                 stack.push_async_callback(close)
             yield self
 

@@ -9,11 +9,8 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Settings
 from devtools import tokens
+from devtools.procs import free_port, wait_http
+from gateway.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "opa_policies"
@@ -37,26 +35,6 @@ def require(condition: bool, what: str) -> None:
         if IN_CI:
             pytest.fail(f"{what} is required in CI")
         pytest.skip(f"{what} not available")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not come up in {timeout}s")
-        time.sleep(0.1)
 
 
 # --- OPA --------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ import pytest
 from gateway.app import create_app
 from gateway.runtime import GATEWAY
 from plugins.care.hook import DEPARTMENT_SYSTEM
-from tests.conftest import auth, read_audit
 from plugins.grants.store import GrantStore
 from plugins.seal.store import SealStore
+from tests.conftest import auth, read_audit
 
 pytestmark = pytest.mark.integration
 

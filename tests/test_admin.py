@@ -17,9 +17,9 @@ import pytest
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.runtime import GATEWAY
-from tests.conftest import read_audit
 from plugins.grants.store import GrantStore
 from plugins.seal.store import SealStore
+from tests.conftest import read_audit
 
 UNREACHABLE = "http://127.0.0.1:9/fhir/R4"
 SEC = dict(roles="security_officer", sub="u-sec-001")

@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from plugins.balp.forward import AuditForwarder
 from gateway.store import Store
+from plugins.balp.forward import AuditForwarder
 from tests.test_audit_search import record
 
 

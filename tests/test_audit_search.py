@@ -9,9 +9,9 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from gateway.audit.search import AuditQuery
-from plugins.balp.event import to_audit_event
 from gateway.cli import main
 from gateway.runtime import GATEWAY
+from plugins.balp.event import to_audit_event
 from tests.test_admin import NURSE, SEC, Admin, admin  # noqa: F401 - the fixture
 
 

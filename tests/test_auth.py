@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from devtools import tokens
 from gateway.auth import TokenVerifier, claim
 from gateway.config import Settings
-from devtools import tokens
 from gateway.errors import GatewayError
 
 

@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gateway.audit.chain import verify
 from devtools import tokens
+from gateway.audit.chain import verify
 from tests.conftest import AUDIENCE, ISSUER, free_port, wait_http
 
 pytestmark = pytest.mark.integration

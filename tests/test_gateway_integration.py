@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.runtime import GATEWAY
-from tests.conftest import AUDIENCE, ISSUER, auth, free_port, read_audit
 from plugins.grants.store import GrantStore
+from tests.conftest import AUDIENCE, ISSUER, auth, free_port, read_audit
 
 pytestmark = pytest.mark.integration
 

@@ -23,6 +23,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.fhir.resources import collect
+from plugins.care.hook import DEPARTMENT_SYSTEM
 from plugins.watermark.codec import (
     END,
     HEADER,
@@ -38,7 +39,6 @@ from plugins.watermark.codec import (
     visible,
 )
 from plugins.watermark.decode import decode, scan
-from plugins.care.hook import DEPARTMENT_SYSTEM
 from tests.conftest import ROOT, auth
 
 SECRET = "test-watermark-secret-0123456789-abcdef"

@@ -6,7 +6,7 @@ then goes out as one JSON line (structlog + orjson) to ``audit_log`` for log shi
 from __future__ import annotations
 
 import sys
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 import orjson
 import structlog
@@ -37,7 +37,7 @@ class AuditLog:
             self._file = open(self.destination, "ab", buffering=0)
             stream = self._file
         self._log = structlog.wrap_logger(
-            structlog.BytesLogger(stream),
+            structlog.BytesLogger(cast(BinaryIO, stream)),
             processors=[structlog.processors.JSONRenderer(serializer=orjson.dumps)],
         )
         if self._checkpoint_settings:

@@ -1,6 +1,6 @@
 """Apply the response decision's per-resource verdicts to a response body, in place.
 
-A verdict is ``{"keep": bool, "redact": [element paths], "reasons": [...]}`` (opa_policies/README.md).
+A verdict (gateway/policy/decisions.py) is ``{"keep": bool, "redact": [element paths], "reasons": [...]}``.
 Dropping means: a search/history/collection entry disappears; a batch/transaction-response entry
 stays (entries answer request entries one to one) but loses its resource and says 403; a contained
 resource or a Parameters part disappears; a dropped top-level resource refuses the whole response.
@@ -14,6 +14,7 @@ from typing import Any
 from gateway.errors import Reason
 from gateway.fhir.resources import Slot, mark_redacted, remove_path, resource_patients
 from gateway.fhir.transforms import Pseudonymiser, apply_transforms, mask_required
+from gateway.policy.decisions import Verdict
 
 RESPONSE_BUNDLES = frozenset({"batch-response", "transaction-response"})
 COUNTED_BUNDLES = frozenset({"searchset", "history"})
@@ -46,9 +47,9 @@ def _forbidden_outcome(reasons: list[Reason]) -> dict[str, Any]:
 
 
 def apply_verdicts(
-    body: dict[str, Any],
+    body: Any,
     slots: list[Slot],
-    verdicts: list[dict[str, Any]],
+    verdicts: list[Verdict],
     pseudonymiser: Pseudonymiser | None = None,
 ) -> FilterResult:
     result = FilterResult()
@@ -103,7 +104,7 @@ def apply_verdicts(
 
 def _minimise(
     slot: Slot,
-    verdict: dict[str, Any],
+    verdict: Verdict,
     pseudonymiser: Pseudonymiser | None,
     result: FilterResult,
     inside_dropped: bool,

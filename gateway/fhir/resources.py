@@ -132,7 +132,7 @@ class Slot:
 
     def summary(self) -> dict[str, Any]:
         r = self.resource
-        meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
+        meta: dict[str, Any] = r["meta"] if isinstance(r.get("meta"), dict) else {}
         patients = sorted(resource_patients(r))
         codes = all_codings(r)
         search = (self.entry or {}).get("search") or {}

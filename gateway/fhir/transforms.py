@@ -18,6 +18,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.fhir.resources import reference_patient
+from gateway.policy.decisions import Transform
 
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 MASKED = {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": "masked"}]}
@@ -111,7 +112,7 @@ class Pseudonymiser:
         resource.pop("text", None)  # a narrative may name the patient
 
 
-def apply_transforms(resource: dict[str, Any], ops: list[dict[str, Any]]) -> bool:
+def apply_transforms(resource: dict[str, Any], ops: list[Transform]) -> bool:
     """Carry out the verdict's ``transform`` operations; True if any was applied."""
     for op in ops:
         kind = op.get("op")

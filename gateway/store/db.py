@@ -116,7 +116,7 @@ class Store:
         if self._db is None:
             return False
         try:
-            return await self._run(lambda: self._db.execute("SELECT 1").fetchone()[0] == 1)  # type: ignore[union-attr]
+            return await self._run(lambda: self._db.execute("SELECT 1").fetchone()[0] == 1)
         except sqlite3.Error:
             return False
 
@@ -210,6 +210,7 @@ class Store:
                     ),
                 )
                 seq = cur.lastrowid
+                assert seq is not None  # an INSERT into a rowid table always has one
                 head_seq = seq
                 rows = [(seq, p, "targeted") for p in record.get("patients_targeted") or []]
                 rows += [(seq, p, "disclosed") for p in record.get("patients_disclosed") or []]

@@ -182,7 +182,7 @@ class CarePlugin(Plugin):
     ) -> None:
         """Explain never asks the EMR: the facts are the ones the explain body gives."""
         for p in patients:
-            facts = given.get(p) if isinstance(given.get(p), dict) else {}
+            facts = given.get(p) or {}
             ctx.patient_context.setdefault(p, {}).update({k: list(facts.get(k) or []) for k in FACT_KEYS})
 
 

@@ -79,8 +79,12 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
     )
     if body.get("break_glass_reason"):
         sim.policy_input["break_glass"] = {"reason": str(body["break_glass_reason"])}
-    given = body.get("patients") if isinstance(body.get("patients"), dict) else {}
-    resources = body.get("resources") if isinstance(body.get("resources"), list) else []
+    given = (
+        {p: facts for p, facts in (body.get("patients") or {}).items() if isinstance(facts, dict)}
+        if isinstance(body.get("patients"), dict)
+        else {}
+    )
+    resources: list[Any] = body["resources"] if isinstance(body.get("resources"), list) else []
     slots = [s for r in resources if isinstance(r, dict) for s in collect(r)]
     patients = set(sim.fhir.all_patients()) | {p for s in slots for p in s.summary()["patients"]}
     await gw.hooks.explain_facts(sim, patients, given)
