@@ -6,6 +6,7 @@ served over real HTTP. Nothing here is a mock; where a test needs a stand-in it 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import pytest
 
 from devtools import tokens
 from devtools.procs import free_port, wait_http
+from gateway.app import create_app
 from gateway.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,3 +208,51 @@ def make_settings(tmp_path: Path, idp: IdentityProvider) -> Any:
 def read_audit(settings: Settings) -> list[dict[str, Any]]:
     path = Path(settings.audit_log)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# --- the admin API (no FHIR server: the upstream is unreachable, admin routes never touch it) ---
+
+UNREACHABLE = "http://127.0.0.1:9/fhir/R4"
+SEC = dict(roles="security_officer", sub="u-sec-001")
+REC = dict(roles="records_officer", sub="u-rec-001")
+NURSE = dict(roles="nurse", sub="u-nurse-001")
+
+
+def available_plugins() -> tuple[str, ...]:
+    """The configured default plugins, less any not written yet (the admin API needs none)."""
+    names = Settings().plugins
+    return tuple(n for n in names if importlib.util.find_spec(f"plugins.{n}") is not None)
+
+
+class Admin:
+    def __init__(self, client: Any, settings: Settings, idp: Any) -> None:
+        self.client = client
+        self.settings = settings
+        self.idp = idp
+
+    def headers(self, who: dict[str, str] | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.idp.token(**who)}"} if who else {}
+
+    async def get(self, path: str, who: dict[str, str] | None, **params: str) -> tuple[int, Any]:
+        resp = await self.client.get(path, params=params, headers=self.headers(who))
+        assert resp.headers["Content-Type"].startswith("application/json")
+        assert resp.headers["X-Request-Id"]
+        return resp.status, await resp.json()
+
+    async def post(self, path: str, who: dict[str, str] | None, body: Any) -> tuple[int, Any]:
+        resp = await self.client.post(path, json=body, headers=self.headers(who))
+        assert resp.headers["Content-Type"].startswith("application/json")
+        return resp.status, await resp.json()
+
+    def audit(self) -> list[dict[str, Any]]:
+        return read_audit(self.settings)
+
+    def last_audit(self) -> dict[str, Any]:
+        return self.audit()[-1]
+
+
+@pytest.fixture
+async def admin(aiohttp_client: Any, make_settings: Any, idp: Any) -> Admin:
+    settings = make_settings(UNREACHABLE, plugins=available_plugins())
+    client = await aiohttp_client(create_app(settings))
+    return Admin(client, settings, idp)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from devtools import tokens
 from gateway.audit.chain import verify
-from tests.conftest import AUDIENCE, ISSUER, free_port, wait_http
+from tests.conftest import AUDIENCE, ISSUER, POLICY_DIR, free_port, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ async def test_sigkill_mid_load_loses_no_record_of_a_received_response(
         "EMRGUARD_JWT_PUBLIC_KEY_FILES": str(pem),
         "EMRGUARD_ISSUER": ISSUER,
         "EMRGUARD_AUDIENCE": AUDIENCE,
-        "EMRGUARD_POLICY_DIR": str(Path(__file__).resolve().parent.parent / "opa_policies"),
+        "EMRGUARD_POLICY_DIR": str(POLICY_DIR),
         "EMRGUARD_DB": str(db),
         "EMRGUARD_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
         "EMRGUARD_PSEUDONYM_SECRET": "crash-test-pseudonym-secret-0123456789",

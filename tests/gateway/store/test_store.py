@@ -14,23 +14,19 @@ from plugins.grants.store import SCHEMA as GRANTS_SCHEMA
 from plugins.grants.store import GrantStore
 from plugins.seal.store import SCHEMA as SEALS_SCHEMA
 from plugins.seal.store import SealStore
+from tests.builders import audit_record
 
 CONTROL_TABLES = (GRANTS_SCHEMA, SEALS_SCHEMA)
 
 
 def record(i: int, patient: str = "Patient/p1") -> dict:
-    return {
-        "request_id": f"req-{i}",
-        "time": f"2026-12-01T00:00:{i % 60:02d}Z",
-        "operator": f"op-{i % 3}",
-        "purpose": "TREAT",
-        "interaction": "read",
-        "resource_type": "Patient",
-        "decision": "allow",
-        "status": 200,
-        "patients_targeted": [patient],
-        "patients_disclosed": [patient],
-    }
+    return audit_record(
+        i,
+        request_id=f"req-{i}",
+        operator=f"op-{i % 3}",
+        patients_targeted=[patient],
+        patients_disclosed=[patient],
+    )
 
 
 async def test_concurrent_records_are_all_committed_and_share_commits(tmp_path: Path) -> None:

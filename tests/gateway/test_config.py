@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ALLOWED_JWT_ALGORITHMS, ConfigError, Settings, load_settings
+from tests.conftest import POLICY_DIR as CONFTEST_POLICY_DIR
 
-POLICY_DIR = str(Path(__file__).resolve().parent.parent / "opa_policies")
+POLICY_DIR = str(CONFTEST_POLICY_DIR)
 
 BASE_ENV = {
     "EMRGUARD_UPSTREAM_URL": "http://fhir.internal:8103/fhir/R4",

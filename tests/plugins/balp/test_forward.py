@@ -13,7 +13,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 
 from gateway.store import Store
 from plugins.balp.forward import AuditForwarder
-from tests.test_audit_search import record
+from tests.builders import audit_record as record
 
 
 class Repository:

@@ -12,33 +12,8 @@ from gateway.audit.search import AuditQuery
 from gateway.cli import main
 from gateway.runtime import GATEWAY
 from plugins.balp.event import to_audit_event
-from tests.test_admin import NURSE, SEC, Admin, admin  # noqa: F401 - the fixture
-
-
-def record(i: int, **kw: Any) -> dict[str, Any]:
-    base = {
-        "request_id": f"req-{i:05d}",
-        "time": f"2026-12-01T08:{i // 60 % 60:02d}:{i % 60:02d}.000+00:00",
-        "operator": f"op-{i % 4}",
-        "operator_name": "张护士",
-        "roles": ["nurse"],
-        "purpose": "TREAT",
-        "client_address": "10.1.2.3",
-        "method": "GET",
-        "path": "Observation",
-        "query": f"subject=Patient/p{i % 7}",
-        "interaction": "search-type",
-        "resource_type": "Observation",
-        "resource_id": None,
-        "decision": "allow",
-        "status": 200,
-        "reasons": [],
-        "patients_targeted": [f"Patient/p{i % 7}"],
-        "patients_disclosed": [f"Patient/p{i % 7}"],
-        "resources_disclosed": [f"Observation/o{i}"],
-    }
-    base.update(kw)
-    return base
+from tests.builders import audit_record as record
+from tests.conftest import NURSE, SEC, Admin
 
 
 async def fill(adm: Admin, n: int) -> Any:
@@ -48,7 +23,7 @@ async def fill(adm: Admin, n: int) -> Any:
     return store
 
 
-async def test_search_by_patient_operator_time_and_decision_pages_newest_first(admin: Admin) -> None:  # noqa: F811
+async def test_search_by_patient_operator_time_and_decision_pages_newest_first(admin: Admin) -> None:
     store = await fill(admin, 70)
     page = await store.search_audit(AuditQuery(patient="Patient/p3", limit=4))
     ids = [r["request_id"] for r in page["records"]]
@@ -63,7 +38,7 @@ async def test_search_by_patient_operator_time_and_decision_pages_newest_first(a
     assert [r["request_id"] for r in window["records"]] == ["req-00011", "req-00010"]
 
 
-async def test_admin_audit_search_is_role_bound_and_itself_audited(admin: Admin) -> None:  # noqa: F811
+async def test_admin_audit_search_is_role_bound_and_itself_audited(admin: Admin) -> None:
     await fill(admin, 20)
     status, body = await admin.get("/admin/audit", SEC, patient="Patient/p2", limit="3")
     assert status == 200 and len(body["records"]) == 3 and body["next_cursor"]
@@ -74,7 +49,7 @@ async def test_admin_audit_search_is_role_bound_and_itself_audited(admin: Admin)
     assert status == 403
 
 
-async def test_balp_audit_events_validate_as_r4b(admin: Admin) -> None:  # noqa: F811
+async def test_balp_audit_events_validate_as_r4b(admin: Admin) -> None:
     await fill(admin, 3)
     status, event = await admin.get("/admin/audit/req-00001/AuditEvent", SEC)
     assert status == 200
@@ -101,7 +76,7 @@ async def test_balp_audit_events_validate_as_r4b(admin: Admin) -> None:  # noqa:
     assert to_audit_event(record(9, interaction="create"))["action"] == "C"
 
 
-async def test_cli_search_and_ndjson_export(admin: Admin, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+async def test_cli_search_and_ndjson_export(admin: Admin, capsys: pytest.CaptureFixture[str]) -> None:
     await fill(admin, 12)
     db = admin.settings.db
     assert main(["audit", "search", "--db", db, "--operator", "op-2", "--limit", "2", "--all"]) == 0

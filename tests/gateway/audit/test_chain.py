@@ -15,21 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit.checkpoints import Checkpointer
 from gateway.cli import main
 from gateway.store import Store
+from tests.builders import audit_record
 
 
 def record(i: int) -> dict:
-    return {
-        "request_id": f"req-{i:04d}",
-        "time": f"2026-12-01T08:{i // 60:02d}:{i % 60:02d}.000+00:00",
-        "operator": f"op-{i % 3}",
-        "purpose": "TREAT",
-        "interaction": "read",
-        "resource_type": "Patient",
-        "decision": "allow",
-        "status": 200,
-        "patients_targeted": [f"Patient/p{i}"],
-        "patients_disclosed": [f"Patient/p{i}"],
-    }
+    return audit_record(
+        i, operator=f"op-{i % 3}", patients_targeted=[f"Patient/p{i}"], patients_disclosed=[f"Patient/p{i}"]
+    )
 
 
 class _Log:
