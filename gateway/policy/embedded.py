@@ -4,7 +4,7 @@ regorus (gordon-to-regorus, a maintained fork of microsoft/regorus, a Rego inter
 was chosen by measurement; the numbers and the alternatives (regopy, opa-py-wasm) are in
 opa_policies/README.md. It holds the GIL while it evaluates (0.1-0.3 ms), which is why the
 engine evaluates inline on the event loop rather than paying a thread hand-off per decision.
-CI proves it decides exactly like a real OPA server (tests/test_parity.py).
+CI proves it decides exactly like a real OPA server (tests/gateway/policy/test_parity.py).
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ class Store:
         return page["records"]
 
     async def search_audit(self, query: AuditQuery) -> dict[str, Any]:
-        """One page of audit records matching ``query`` (gateway/audit_search.py)."""
+        """One page of audit records matching ``query`` (gateway/audit/search.py)."""
 
         def run_query() -> dict[str, Any]:
             assert self._db is not None

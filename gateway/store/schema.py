@@ -17,8 +17,8 @@ CREATE TABLE IF NOT EXISTS audit (
     resource_type TEXT,
     decision     TEXT NOT NULL,
     status       INTEGER NOT NULL,
-    record       BLOB NOT NULL,          -- the whole audit record, canonical JSON (gateway/audit.py)
-    prev_hash    TEXT NOT NULL,          -- hash chain (gateway/audit_chain.py): tamper evidence, II.2
+    record       BLOB NOT NULL,          -- the whole audit record, canonical JSON (gateway/audit/record.py)
+    prev_hash    TEXT NOT NULL,          -- hash chain (gateway/audit/chain.py): tamper evidence, II.2
     hash         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_operator_time ON audit (operator, time);

@@ -107,7 +107,7 @@ def _scan_json(node: Any, path: str, resource: str | None, codec: Codec, found: 
 
 # --- tracing to the audit record --------------------------------------------------------------------
 
-#: What the decoder reports of an audit record (gateway/audit.py build_record).
+#: What the decoder reports of an audit record (gateway/audit/record.py build_record).
 TRACE_FIELDS = (
     "request_id",
     "time",

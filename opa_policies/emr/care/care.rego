@@ -9,6 +9,15 @@
 # nurses and residents reach patients outside the care relationship; every such decision raises a
 # high-severity alert (II.3). It never opens a sealed record (emr.seal).
 # Data: emr/config/care/data.json (data.emr.config.care).
+
+# METADATA
+# title: Care relationship and break-the-glass
+# description: >-
+#   Clinical staff reach only the patients of their department or care team, trainees only those of
+#   their rotation's department. ETREAT or BTG with a reason reaches the patients the request names,
+#   and every such access raises a high-severity alert.
+# custom:
+#   clauses: [I.4, II.1, II.3]
 package emr.care
 
 import rego.v1

@@ -3,6 +3,15 @@
 # patient ids and references replaced by stable keyed pseudonyms; a vendor sees only the top-level
 # elements its agreement names per type (II.1). A redaction applies only if every active role gets
 # it (emr/config/fields/data.json: exempt_roles per purpose). Data: data.emr.config.fields.
+
+# METADATA
+# title: Field-level minimum necessary
+# description: >-
+#   Per purpose, the elements redacted, transformed (birth year, reference displays) or
+#   pseudonymised, applied when every active role gets them. Vendors keep only the elements their
+#   agreement names for the type.
+# custom:
+#   clauses: [I.4, II.1]
 package emr.fields
 
 import rego.v1

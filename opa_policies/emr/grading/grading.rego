@@ -3,6 +3,14 @@
 # security labels (meta.security; meta.tag too: a label can only raise) and by flags on the patient
 # (VIP, staff). grade = the highest that applies.
 # Data the security team edits: emr/config/classification/data.json (data.emr.config.classification).
+
+# METADATA
+# title: Record grades
+# description: >-
+#   Every record gets a grade 1-5 (GB/T 39725-2020), the highest of its resource type's base grade,
+#   its sensitive codes, its security labels and tags, and its patients' flags.
+# custom:
+#   clauses: [I.4]
 package emr.grading
 
 import rego.v1

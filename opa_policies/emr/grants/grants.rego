@@ -3,6 +3,14 @@
 # time-limited permissions. Grants come with the input (subject.grants, revoked ones removed by the
 # gateway); whether each is in force is decided here, against input.time, never the clock.
 # Data: emr/config/grants/data.json (data.emr.config.grants).
+
+# METADATA
+# title: Time-limited grants
+# description: >-
+#   Whether each rotation, vendor agreement and export grant is in force at input.time, and what it
+#   covers. Trainees without a rotation and vendors without an agreement in force are refused.
+# custom:
+#   clauses: [I.4, II.1]
 package emr.grants
 
 import rego.v1

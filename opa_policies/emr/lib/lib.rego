@@ -1,6 +1,15 @@
 # Shared vocabulary of every concern: the input normalised once (so no rule negates a call on a
 # missing field: regorus and OPA differ there), the targets a request touches, reasons and alerts.
 # Data: emr/config/interactions/data.json (data.emr.config.interactions).
+
+# METADATA
+# title: Shared vocabulary
+# description: >-
+#   The input normalised once (so that no rule negates a call on a missing field) and the targets of
+#   a request: the request itself and every batch or transaction entry, so that every use of record
+#   content is decided. Also the shapes of reasons and of II.3 alerts shared by every concern.
+# custom:
+#   clauses: [I.1, II.3]
 package emr.lib
 
 import rego.v1

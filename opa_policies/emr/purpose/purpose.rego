@@ -1,6 +1,15 @@
 # I.2 压实主体责任: EMR information is used only for medical care, teaching or research (and the
 # hospital's own management of it). The purpose of use is an HL7 v3 PurposeOfUse code; which roles
 # may claim which purpose is data: emr/config/purpose/data.json (data.emr.config.purpose).
+
+# METADATA
+# title: Purpose of use
+# description: >-
+#   Every use states an HL7 v3 PurposeOfUse that is medical care, teaching, research or the
+#   hospital's management of records, and that one of the operator's roles may claim. The emergency
+#   purposes (ETREAT, BTG) also need a stated reason.
+# custom:
+#   clauses: [I.2, I.4]
 package emr.purpose
 
 import rego.v1

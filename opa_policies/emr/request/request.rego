@@ -1,6 +1,15 @@
 # The request decision: may this operator, for this purpose, do this interaction on these targets?
 # Asked once per request, before anything is forwarded. Each concern contributes its refusals
 # (deny) and alerts; allowed iff nothing refuses. Contract: opa_policies/README.md.
+
+# METADATA
+# title: The request decision
+# description: >-
+#   data.emr.request.decision: allowed iff no concern refuses, with all the refusals and alerts.
+#   Adds its own refusals of requests it cannot read (request.malformed) and of uses no single role
+#   permits (role.combination).
+# custom:
+#   clauses: [I.3, I.4]
 package emr.request
 
 import rego.v1
@@ -11,7 +20,22 @@ decision := {
 	"obligations": array.concat(data.emr.care.request_obligations, data.emr.seal.request_obligations),
 }
 
-deny := (((((((data.emr.purpose.deny | data.emr.roles.deny) | data.emr.grants.deny) | data.emr.write.deny) | data.emr.care.deny) | data.emr.seal.deny) | data.emr.sidechannel.deny) | combination) | malformed
+# Every concern's refusals, one list: adding a concern is one line. (One rule over the list, not a
+# rule per concern: each rule evaluation costs regorus microseconds; measured in opa_policies/README.md.)
+deny contains r if {
+	some refusals in [
+		data.emr.purpose.deny,
+		data.emr.roles.deny,
+		data.emr.grants.deny,
+		data.emr.write.deny,
+		data.emr.care.deny,
+		data.emr.seal.deny,
+		data.emr.sidechannel.deny,
+		combination,
+		malformed,
+	]
+	some r in refusals
+}
 
 # Fail closed: a request the policy could not read as a target is refused, never waved through.
 malformed contains r if {

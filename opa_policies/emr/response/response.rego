@@ -4,6 +4,15 @@
 # depends only on the operator, the purpose, the resource type or the patient is computed once per
 # query (rules); per entry there are only lookups. Contract: opa_policies/README.md.
 # entry.patients is authoritative (entry.patient is its first element).
+
+# METADATA
+# title: The response decision
+# description: >-
+#   data.emr.response.decision: one verdict per returned resource (kept or withheld, grade,
+#   redactions, transforms, reasons), plus the alerts for break-the-glass and sealed records. Worked
+#   out per query, type and patient list; per entry there are only lookups.
+# custom:
+#   clauses: [I.4, II.1, II.3]
 package emr.response
 
 import rego.v1

@@ -5,6 +5,15 @@
 # Several roles: a role takes part only if it may claim the purpose (and its grant is in force); a
 # use is allowed when ONE active role allows all of it (type, grade, patient): the most permissive
 # role decides, and no use is pieced together from two roles (type from one, patient from the other).
+
+# METADATA
+# title: Role-based least privilege
+# description: >-
+#   Per active role (one that may claim the purpose, its grant in force): the highest grade it may
+#   see, the types it may read and the operations it may call. Refuses unknown roles, purposes no
+#   role may claim, types no role may see, interactions not granted and grades above the cap.
+# custom:
+#   clauses: [I.4, II.1]
 package emr.roles
 
 import rego.v1

@@ -4,6 +4,14 @@
 # searches, history, $everything, batch entries and writes (request), and any resource of the
 # patient wherever it appears in a response. Every refusal and every authorised access is alerted
 # (II.2 traceability, II.3 alerts). Break-the-glass never opens a seal.
+
+# METADATA
+# title: Sealed records (封存)
+# description: >-
+#   A sealed patient's records are refused, by every route, to everyone the seal does not name.
+#   Every refused attempt and every authorised access raises an alert.
+# custom:
+#   clauses: [I.4, II.3]
 package emr.seal
 
 import rego.v1

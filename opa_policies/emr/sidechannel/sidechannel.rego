@@ -4,6 +4,15 @@
 # see every grade for the purpose; GraphQL answers cannot be filtered per resource; a count-only
 # search answers with a number the filter cannot check; $export (II.2: sharing needs authorisation
 # and approval) only under an export grant. Data: emr/config/sidechannel/data.json.
+
+# METADATA
+# title: No side channels
+# description: >-
+#   A query must not learn what the per-resource filter would withhold: _has, chained parameters,
+#   _filter, searches by codes above the operator's grade, GraphQL and count-only searches are
+#   refused. $export (sharing) needs an export grant in force.
+# custom:
+#   clauses: [I.4, II.2]
 package emr.sidechannel
 
 import rego.v1

@@ -4,6 +4,15 @@
 # records officers; students, researchers and vendors do not write (a vendor only where its
 # agreement names the write, II.1). Writes need the care relationship (emr.care) and a sealed
 # patient's records are frozen (emr.seal) like any other use.
+
+# METADATA
+# title: Writes
+# description: >-
+#   Who may create, update, patch or delete which types, and for which purposes (care, records
+#   management). Conditional writes and removals of security labels (except by records officers) are
+#   refused, and a vendor writes only what its agreement names.
+# custom:
+#   clauses: [I.3, I.4, II.1]
 package emr.write
 
 import rego.v1
