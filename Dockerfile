@@ -10,20 +10,23 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY plugins ./plugins
+# The policies are package data: the embedded engine reads them from the installed package.
+COPY opa_policies ./opa_policies
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     EMRGUARD_LISTEN=0.0.0.0:8080 \
-    EMRGUARD_POLICY_DIR=/app/opa_policies \
     EMRGUARD_DB=/var/lib/emrguard/emrguard.sqlite \
     EMRGUARD_AUDIT_LOG=-
 COPY --from=build /install /usr/local
 COPY --from=opa /out/opa /usr/local/bin/opa
+# The same policies as files, for an OPA server run beside the gateway (see below).
 COPY opa_policies /app/opa_policies
 RUN groupadd --system --gid 10001 emrguard \
  && useradd --system --uid 10001 --gid emrguard --home-dir /app --shell /usr/sbin/nologin emrguard \
  && mkdir -p /var/lib/emrguard && chown emrguard:emrguard /var/lib/emrguard
+VOLUME /var/lib/emrguard
 USER 10001:10001
 WORKDIR /app
 EXPOSE 8080

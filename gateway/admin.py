@@ -28,7 +28,8 @@ from gateway import rules
 from gateway.audited import Reply, Surface, audited
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error
-from gateway.fhir.request import ID_RE, FhirRequest
+from gateway.fhir.params import ID_RE
+from gateway.fhir.request import FhirRequest
 from gateway.hooks import AdminRoute
 from gateway.runtime import GATEWAY, Gateway
 from gateway.store import StoreConflict, StoreError, StoreInvalid, StoreNotFound

@@ -22,7 +22,8 @@ from gateway.decide import judge, request_decision
 from gateway.errors import GatewayError, Reason, error
 from gateway.fhir.body import read_body
 from gateway.fhir.filter import apply_verdicts
-from gateway.fhir.request import check_format, parse_params, parse_request
+from gateway.fhir.params import check_format, parse_params
+from gateway.fhir.request import parse_request
 from gateway.fhir.resources import collect
 from gateway.fhir.validate import validate_write
 from gateway.proxy import rewrite_url, rewrite_urls

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.fhir.request import FhirRequest, check_format, parse_params, parse_request
+from gateway.fhir.params import check_format, parse_params
+from gateway.fhir.request import FhirRequest, parse_request
 
 
 def obs(subject: str = "Patient/p1", **extra: Any) -> dict[str, Any]:
