@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 OPA = $(shell scripts/ensure-opa.sh)
+# HAPI FHIR JPA (devserver/hapi): the reference server, a second real upstream for the tests.
+HAPI_JAR = $(shell scripts/ensure-hapi.sh)
 
 .PHONY: setup run test lint policy-test bench token clean
 
@@ -39,7 +41,7 @@ policy-test: setup
 	@$(PY) -c "import json;print('opa test: policy coverage %.1f%%' % json.load(open('/tmp/emrguard-opa-coverage.json'))['coverage'])"
 
 test: setup lint policy-test
-	EMRGUARD_OPA_BIN=$(OPA) $(VENV)/bin/pytest -q
+	EMRGUARD_OPA_BIN=$(OPA) EMRGUARD_HAPI_JAR=$(HAPI_JAR) $(VENV)/bin/pytest -q
 
 bench: setup
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

@@ -83,35 +83,83 @@ def opa_server(opa_bin: str) -> Any:
 
 @dataclass
 class FhirServer:
+    kind: str  # medplum | hapi
     base: str
     process: subprocess.Popen[str]
     patients: list[str] = field(default_factory=list)  # "Patient/<id>", in synthetic index order
     departments: dict[str, str] = field(default_factory=dict)  # "Patient/<id>" -> department treating them
 
 
-def start_fhir_server(*extra: str) -> FhirServer:
+#: The real FHIR servers the integration and hostile tests run against (docs/UPSTREAMS.md).
+UPSTREAMS = ("medplum", "hapi")
+
+
+def _medplum() -> subprocess.Popen[str]:
     node = shutil.which("node")
     require(
         node is not None and (ROOT / "devserver/node_modules").is_dir(),
         "node and devserver/node_modules (make setup)",
     )
-    proc = subprocess.Popen(
-        [node, str(ROOT / "devserver/fhir-server.mjs"), "--port", "0", *extra],
+    return subprocess.Popen(
+        [str(node), str(ROOT / "devserver/fhir-server.mjs"), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+
+
+def _hapi() -> subprocess.Popen[str]:
+    """HAPI FHIR JPA (devserver/hapi), built once and cached by scripts/ensure-hapi.sh."""
+    jar = os.environ.get("EMRGUARD_HAPI_JAR") or ""
+    if not jar:
+        try:
+            jar = subprocess.run(
+                [str(ROOT / "scripts/ensure-hapi.sh")], check=True, capture_output=True, text=True
+            ).stdout.strip()
+        except (subprocess.CalledProcessError, OSError):
+            jar = ""
+    java = shutil.which("java")
+    require(
+        bool(jar) and Path(jar).is_file() and java is not None,
+        "java and the HAPI jar (scripts/ensure-hapi.sh)",
+    )
+    return subprocess.Popen(
+        [str(java), "-Xmx512m", "-XX:+UseSerialGC", "-jar", jar, "--server.port=0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+_STARTING: dict[str, subprocess.Popen[str]] = {}
+
+
+def launch(kind: str) -> None:
+    """Start a FHIR server in the background (HAPI takes ~30 s: started as the session begins)."""
+    if kind not in _STARTING:
+        _STARTING[kind] = _hapi() if kind == "hapi" else _medplum()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any("fhir_server" in getattr(item, "fixturenames", ()) for item in session.items):
+        launch("hapi")
+
+
+def _ready(kind: str) -> FhirServer:
+    launch(kind)
+    proc = _STARTING[kind]
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = proc.stdout.readline()  # the server's one line once it serves
     if "ready on" not in line:
         proc.kill()
-        raise RuntimeError(f"FHIR dev server did not start: {line!r}")
-    return FhirServer(line.strip().rsplit(" ", 1)[-1], proc)
+        raise RuntimeError(f"{kind} FHIR server did not start: {line!r}")
+    return FhirServer(kind, line.strip().rsplit(" ", 1)[-1], proc)
 
 
-@pytest.fixture(scope="session")
-def fhir_server() -> Any:
-    server = start_fhir_server()
+@pytest.fixture(scope="session", params=UPSTREAMS)
+def fhir_server(request: pytest.FixtureRequest) -> Any:
+    """Each real upstream in turn, seeded with the same synthetic patients."""
+    server = _ready(request.param)
     try:
         from devtools.synthetic import department_for, seed_server
 
@@ -121,7 +169,8 @@ def fhir_server() -> Any:
         yield server
     finally:
         server.process.terminate()
-        server.process.wait(10)
+        server.process.wait(30)
+        _STARTING.pop(request.param, None)
 
 
 # --- identity provider ----------------------------------------------------------------------------
