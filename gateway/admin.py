@@ -128,14 +128,14 @@ def string_list(value: Any, key: str, clause: str, *, allowed: frozenset[str] | 
     return list(dict.fromkeys(value))  # in order, without repeats
 
 
-def patient_field(value: Any, key: str = "patient") -> str:
+def patient_field(value: Any, key: str = "patient", clause: str = "I.4") -> str:
     match = PATIENT_RE.fullmatch(value) if isinstance(value, str) else None
     if match is None or not ID_RE.fullmatch(match["id"]) or match["id"] in (".", ".."):
         raise FieldError(
             key,
             f"'{key}' must be a patient reference 'Patient/<id>'",
             f"“{key}”必须是患者引用“Patient/<id>”",
-            "I.4",
+            clause,
         )
     return value
 

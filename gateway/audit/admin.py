@@ -36,7 +36,7 @@ async def search_audit(request: web.Request, ctx: RequestContext, gw: Gateway, c
     """
     query = audit_query(request)
     if query.patient:
-        target_patient(ctx, call, patient_field(query.patient))
+        target_patient(ctx, call, patient_field(query.patient, clause="II.2"))
     return Reply(200, await gw.store.search_audit(query))
 
 

@@ -25,7 +25,7 @@ async def export_audit(request: web.Request, ctx: RequestContext, gw: Gateway, c
     """GET /admin/audit/export?from=&to=&cursor=: one page of AuditEvents (BALP) as a FHIR Bundle.
 
     Paged like the search (a ``next`` link carries the cursor), so a bulk export never holds the whole
-    trail in memory; ``emrguard audit export`` writes NDJSON from the store directly.
+    trail in memory; ``emrguard audit search --balp --all`` writes NDJSON from the store directly.
     """
     query = audit_query(request)
     page = await gw.store.search_audit(query)
