@@ -98,6 +98,8 @@ class Settings:
     #: Key for research pseudonyms (HMAC-SHA256): stable across requests, never sent to clients.
     #: At least 32 characters; rotate it and every pseudonym changes.
     pseudonym_secret: str = ""
+    #: How long a paging cursor (the gateway's `next` link of a search page) can be followed.
+    paging_cursor_ttl_seconds: float = 900.0
     #: How long a patient's departments and care team (looked up upstream) are reused.
     patient_context_ttl_seconds: float = 30.0
     #: Key of the watermarks' MAC (II.2 数字水印); at least 32 characters when the watermark plugin is on.
@@ -257,6 +259,7 @@ def validate(s: Settings) -> None:
         "upstream_connect_timeout",
         "policy_timeout_seconds",
         "patient_context_ttl_seconds",
+        "paging_cursor_ttl_seconds",
     ):
         if getattr(s, key) <= 0:
             raise ConfigError(f"config key '{key}' must be greater than 0")

@@ -26,6 +26,7 @@ from gateway.fhir.params import check_format, parse_params
 from gateway.fhir.request import parse_request
 from gateway.fhir.resources import collect
 from gateway.fhir.validate import validate_write
+from gateway.paging import CURSOR_PARAM, RAW_PAGING_PARAMS, Cursor
 from gateway.proxy import rewrite_url, rewrite_urls
 from gateway.runtime import GATEWAY, Gateway
 from gateway.store import utc_now
@@ -37,11 +38,15 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
     gw = request.app[GATEWAY]
     # 1. Who is asking (II.1).
     ctx.operator = await gw.verifier.verify(request.headers.get("Authorization"))
-    # 2. What they ask for: JSON only, a FHIR interaction the gateway understands, a valid write.
+    # 2. What they ask for: JSON only, a FHIR interaction the gateway understands, a valid write;
+    #    a page of an earlier search is that search again (the gateway owns paging, gateway/paging.py).
     query = list(request.query.items())
-    check_format(parse_params(query), request.headers.get("Accept", ""))
-    ctx.body, body, form = await read_body(request, ctx.path)
-    ctx.fhir = parse_request(ctx.method, ctx.path, query + form, body)
+    params = parse_params(query)
+    check_format(params, request.headers.get("Accept", ""))
+    page = _page_of(gw, ctx, params)
+    ctx.body, body, form = (b"", None, []) if page else await read_body(request, ctx.path)
+    original = page or Cursor("", ctx.method, ctx.path, query + form, ctx.operator.id, None, 0)
+    ctx.fhir = parse_request(original.method, original.path, original.query, body)
     if "If-None-Exist" in request.headers:  # a conditional create: the policy sees its search
         ctx.fhir.conditional = True
         ctx.fhir.if_none_exist = parse_params(
@@ -51,6 +56,8 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
         validate_write(ctx.fhir, request.content_type.lower())
     # 3. The facts the decision needs: purpose, grants, care relationship, seals (plugins).
     await gw.hooks.before_decision(ctx)
+    if page:
+        gw.pager.check_purpose(page, ctx.purpose)
     # 4. The request decision.
     ctx.policy_engine, ctx.policy_revision = gw.engine.name, gw.engine.revision
     ctx.request_input = ctx.decision_input(utc_now())
@@ -65,15 +72,21 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
     extra_headers = await gw.hooks.before_forward(ctx)
     # 6. Forward exactly the parameters the policy saw (re-encoded), never the raw string.
     t0 = time.perf_counter()
-    upstream = await gw.upstream.send(
-        ctx.method,
-        ctx.path,
-        _forwarded(ctx, query),
-        request.headers,
-        _forwarded(ctx, form).encode() if form else ctx.body,
-        ctx.request_id,
-        extra_headers=extra_headers,
-    )
+    if page:  # the server's own link, exactly as it gave it
+        path, _, upstream_query = page.upstream.partition("?")
+        upstream = await gw.upstream.send(
+            "GET", path, upstream_query, request.headers, b"", ctx.request_id, extra_headers=extra_headers
+        )
+    else:
+        upstream = await gw.upstream.send(
+            ctx.method,
+            ctx.path,
+            _forwarded(ctx, query),
+            request.headers,
+            _forwarded(ctx, form).encode() if form else ctx.body,
+            ctx.request_id,
+            extra_headers=extra_headers,
+        )
     ctx.upstream_ms = (time.perf_counter() - t0) * 1000
     ctx.upstream_status = upstream.status
     await gw.hooks.after_upstream(ctx, upstream)
@@ -88,6 +101,7 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
             zh="FHIR 服务器返回的内容不是 FHIR 资源",
         )
     public_base = _public_base(gw, request)
+    gw.pager.own_links(upstream.body, gw.upstream.base, public_base, _with_purpose(original, ctx.purpose))
     rewrite_urls(upstream.body, gw.upstream.base, public_base)
     headers = {k: rewrite_url(v, gw.upstream.base, public_base) for k, v in upstream.headers.items()}
     # 7. The response decision, one call for every resource that came back, then the filter.
@@ -110,19 +124,58 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
 handle_fhir = audited(FHIR_SURFACE, fhir_request)
 
 
+def _page_of(gw: Gateway, ctx: RequestContext, params: dict[str, list[str]]) -> Cursor | None:
+    """The search a `?_cursor=` request pages through; upstream paging parameters are refused."""
+    raw = RAW_PAGING_PARAMS & params.keys()
+    if CURSOR_PARAM not in params and not raw:
+        return None
+    if (
+        raw
+        or ctx.method != "GET"
+        or ctx.path.strip("/")
+        or len(params) != 1
+        or len(params[CURSOR_PARAM]) != 1
+    ):
+        raise error(
+            status=400,
+            code="invalid",
+            rule=rules.PAGING_RAW,
+            en="follow the gateway's own paging links as they are (GET <base>?_cursor=…, nothing added)",
+            zh="请原样使用网关提供的翻页链接(GET <base>?_cursor=…,不附加其他参数)",
+            clause="I.4",
+        )
+    assert ctx.operator is not None
+    page = gw.pager.open(params[CURSOR_PARAM][0], ctx.operator.id)
+    ctx.audit_extra["page_of"] = page.original
+    return page
+
+
+def _with_purpose(cursor: Cursor, purpose: str | None) -> Cursor:
+    return Cursor(cursor.upstream, cursor.method, cursor.path, cursor.query, cursor.operator, purpose, 0)
+
+
 def _public_base(gw: Gateway, request: web.Request) -> str:
     return gw.settings.public_base_url.rstrip("/") or f"{request.scheme}://{request.host}{FHIR_PREFIX}"
 
 
+#: Parameters decided on but never forwarded, and where the audit record notes them: both make the
+#: server leave out what the response decision grades on (`_elements=id` strips labels and codes;
+#: HAPI's `_summary=text` drops `Condition.code`, so an HIV diagnosis would be graded as harmless).
+#: FHIR lets a server return more than was asked for: the gateway asks for whole resources.
+NOT_FORWARDED = {"_elements": "elements_ignored", "_summary": "summary_ignored"}
+
+
 def _forwarded(ctx: RequestContext, pairs: list[tuple[str, str]]) -> str:
-    """Encode the parameters for the upstream, without `_elements`.
+    """Encode the parameters for the upstream, without those in :data:`NOT_FORWARDED`.
 
     The pairs are the ones the policy decided on; re-encoding them (rather than forwarding the raw
     string) means a `%23` or `+` cannot make the server read other parameters than the policy did.
-    `_elements=id` would strip the security labels and codes the response decision reads; FHIR lets
-    a server return more than the elements asked for, so the gateway asks for whole resources.
     """
-    kept = [(k, v) for k, v in pairs if k.split(":")[0] != "_elements"]
-    if len(kept) != len(pairs):
-        ctx.audit_extra["elements_ignored"] = [v for k, v in pairs if k.split(":")[0] == "_elements"]
+    kept = []
+    for key, value in pairs:
+        noted = NOT_FORWARDED.get(key.split(":")[0])
+        if noted is None or (noted == "summary_ignored" and value == "false"):
+            kept.append((key, value))
+        else:
+            ctx.audit_extra.setdefault(noted, []).append(value)
     return urlencode(kept)

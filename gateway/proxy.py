@@ -31,6 +31,10 @@ FORWARDED_REQUEST_HEADERS = (
     "Accept-Language",
 )
 FORWARDED_RESPONSE_HEADERS = ("ETag", "Last-Modified", "Location", "Content-Location")
+#: Not sent with a read: a 304 would carry no resource to judge, yet confirm that a record exists at
+#: that version (an oracle on records the operator may not see). Reads always get the whole answer.
+CONDITIONAL_READ_HEADERS = frozenset({"if-none-match", "if-modified-since"})
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass
@@ -68,9 +72,15 @@ class UpstreamClient:
         except GatewayError:
             return False
 
-    def _request_headers(self, incoming: CIMultiDictProxy[str] | None, request_id: str) -> dict[str, str]:
+    def _request_headers(
+        self, method: str, incoming: CIMultiDictProxy[str] | None, request_id: str
+    ) -> dict[str, str]:
         headers = {
-            name: incoming[name] for name in FORWARDED_REQUEST_HEADERS if incoming and name in incoming
+            name: incoming[name]
+            for name in FORWARDED_REQUEST_HEADERS
+            if incoming
+            and name in incoming
+            and not (method.upper() in READ_METHODS and name.lower() in CONDITIONAL_READ_HEADERS)
         }
         headers["Accept"] = FHIR_JSON
         headers["X-Request-Id"] = request_id
@@ -97,7 +107,7 @@ class UpstreamClient:
                 method,
                 url,
                 data=body or None,
-                headers={**self._request_headers(headers, request_id), **(extra_headers or {})},
+                headers={**self._request_headers(method, headers, request_id), **(extra_headers or {})},
                 allow_redirects=False,
             ) as resp:
                 raw = await self._read_bounded(resp)

@@ -40,6 +40,8 @@ UNKNOWN_INTERACTION = "fhir.unknown-interaction"
 INVALID_RESOURCE = "fhir.invalid-resource"
 #: a PATCH that is not JSON Patch
 PATCH_FORMAT = "fhir.patch-format"
+#: I.3: a reference by search (`Patient?identifier=…`) in a write body
+CONDITIONAL_REFERENCE = "fhir.conditional-reference"
 #: a PATCH inside a batch or transaction
 PATCH_IN_BUNDLE = "fhir.patch-in-bundle"
 #: the FHIR server did not answer in time
@@ -98,3 +100,13 @@ ADMIN_NOT_FOUND = "admin.not-found"
 ADMIN_CONFLICT = "admin.conflict"
 #: not an admin endpoint (audited all the same)
 ADMIN_UNKNOWN_ENDPOINT = "admin.unknown-endpoint"
+#: a paging cursor the gateway did not issue, or altered
+PAGING_BAD_CURSOR = "paging.bad-cursor"
+#: a paging cursor of another operator's search
+PAGING_NOT_YOURS = "paging.not-yours"
+#: a paging cursor used with another purpose of use than the search's
+PAGING_PURPOSE = "paging.purpose"
+#: a paging cursor past its time (paging_cursor_ttl_seconds)
+PAGING_EXPIRED = "paging.expired"
+#: an upstream paging parameter (_getpages) from a client, or a cursor beside other parameters
+PAGING_RAW = "paging.raw-link"

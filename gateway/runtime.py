@@ -18,6 +18,7 @@ from gateway.auth import TokenVerifier
 from gateway.config import Settings
 from gateway.fhir.transforms import Pseudonymiser
 from gateway.hooks import Hooks, Plugin, load_plugins, plugin_names
+from gateway.paging import Pager
 from gateway.policy import PolicyEngine
 from gateway.policy.files import policy_dir
 from gateway.proxy import UpstreamClient
@@ -48,10 +49,13 @@ class Gateway:
     audit: AuditLog
     plugins: list[Plugin] = field(default_factory=list)
     pseudonymiser: Pseudonymiser | None = None
+    pager: Pager = field(init=False)
     hooks: Hooks = field(init=False)
 
     def __post_init__(self) -> None:
         self.hooks = Hooks(self.plugins)
+        # The cursor key is derived from the pseudonym secret (required, at least 32 characters).
+        self.pager = Pager(self.settings.pseudonym_secret, self.settings.paging_cursor_ttl_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:

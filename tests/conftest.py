@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from devtools import tokens
 from devtools.procs import free_port, wait_http
@@ -305,3 +306,39 @@ async def admin(aiohttp_client: Any, make_settings: Any, idp: Any) -> Admin:
     settings = make_settings(UNREACHABLE, plugins=available_plugins())
     client = await aiohttp_client(create_app(settings))
     return Admin(client, settings, idp)
+
+
+# --- a stand-in upstream (where no real server shows a behaviour: the tests using it say so) ---
+
+
+class RecordingUpstream:
+    """A stand-in FHIR server that records what the gateway sends and answers canned JSON.
+
+    Used only where the real server cannot show the behaviour: which headers arrive upstream, and
+    `_include` pages (Medplum 4.5.2's in-memory router ignores _include). The canned bodies are
+    built from real resources read from the Medplum dev server.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[web.Request] = []
+        self.headers: list[dict[str, str]] = []
+        self.urls: list[str] = []
+        self.reply: Any = {}
+        self.delay = 0.0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.headers.append(dict(request.headers))
+        self.urls.append(request.path_qs)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.Response(body=json.dumps(self.reply), content_type="application/fhir+json")
+
+
+@pytest.fixture
+async def recording(aiohttp_server: Any) -> Any:
+    rec = RecordingUpstream()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", rec.handle)
+    server = await aiohttp_server(app)
+    rec.base = str(server.make_url("/fhir/R4"))  # type: ignore[attr-defined]
+    return rec

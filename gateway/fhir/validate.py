@@ -7,6 +7,7 @@ Validation costs 240-410 us per resource, so only request bodies are validated, 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -18,6 +19,27 @@ from gateway.fhir.request import FhirRequest
 
 MAX_PROBLEMS = 20
 JSON_PATCH_OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
+#: A conditional reference (FHIR transaction rules): `Patient?identifier=…`, relative or absolute.
+CONDITIONAL_REFERENCE_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://[^?]*/)?[A-Z][A-Za-z]+\?", re.IGNORECASE)
+
+
+def conditional_references(node: Any, where: str) -> list[str]:
+    """Where a body references a record by search instead of by id.
+
+    A server that resolves it (HAPI does, in transactions) files the record into whichever chart the
+    search finds — one the policy never saw, since only the ids a body names are decided on (I.3, I.4).
+    """
+    found: list[str] = []
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and CONDITIONAL_REFERENCE_RE.match(ref):
+            found.append(f"{where}.reference")
+        for key, value in node.items():
+            found += conditional_references(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += conditional_references(value, f"{where}[{i}]")
+    return found
 
 
 def _problems(resource: Any, where: str) -> list[str]:
@@ -91,6 +113,27 @@ def validate_write(req: FhirRequest, content_type: str) -> None:
                 )
             if entry.interaction in ("create", "update"):
                 problems += _problems(entry.body, f"Bundle.entry[{i}].resource")
+    bodies = [(req.body, req.resource_type or "resource")] if req.interaction in ("create", "update") else []
+    bodies += [
+        (e.body, f"Bundle.entry[{i}].resource")
+        for i, e in enumerate(req.entries)
+        if e.interaction in ("create", "update")
+    ]
+    conditional = [where for body, at in bodies for where in conditional_references(body, at)]
+    if conditional:
+        raise GatewayError(
+            400,
+            "not-supported",
+            [
+                Reason(
+                    rules.CONDITIONAL_REFERENCE,
+                    f"{where}: a reference by search is not accepted; reference the record by its id",
+                    f"{where}:不接受按查询条件的引用,请按 id 引用记录",
+                    "I.3",
+                )
+                for where in conditional[:MAX_PROBLEMS]
+            ],
+        )
     if problems:
         problems = problems[:MAX_PROBLEMS]
         raise GatewayError(

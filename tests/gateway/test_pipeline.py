@@ -538,39 +538,6 @@ async def test_readyz_reports_each_part(gw: Harness) -> None:
 # --- header hygiene, recorded responses (a stand-in upstream: says so) --------------------------
 
 
-class RecordingUpstream:
-    """A stand-in FHIR server that records what the gateway sends and answers canned JSON.
-
-    Used only where the real server cannot show the behaviour: which headers arrive upstream, and
-    `_include` pages (Medplum 4.5.2's in-memory router ignores _include). The canned bodies are
-    built from real resources read from the Medplum dev server.
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[web.Request] = []
-        self.headers: list[dict[str, str]] = []
-        self.urls: list[str] = []
-        self.reply: Any = {}
-        self.delay = 0.0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.headers.append(dict(request.headers))
-        self.urls.append(request.path_qs)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return web.Response(body=json.dumps(self.reply), content_type="application/fhir+json")
-
-
-@pytest.fixture
-async def recording(aiohttp_server: Any) -> Any:
-    rec = RecordingUpstream()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", rec.handle)
-    server = await aiohttp_server(app)
-    rec.base = str(server.make_url("/fhir/R4"))  # type: ignore[attr-defined]
-    return rec
-
-
 async def test_caller_token_never_reaches_upstream(
     recording: Any, aiohttp_client: Any, make_settings: Any, idp: Any
 ) -> None:
@@ -947,3 +914,162 @@ async def test_update_inside_a_transaction_cannot_strip_labels(
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{fhir_server.base}/Observation/{obs['id']}") as r:
             assert (await r.json(content_type=None))["meta"]["security"][0]["code"] == "R"
+
+
+# --- what the reference server showed (HAPI FHIR JPA honours these; docs/UPSTREAMS.md) -----------
+
+HIV_CODE = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "B20"}]}
+
+
+async def test_summary_cannot_hide_what_the_grade_reads(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """HAPI's `_summary=text` drops `Condition.code`: forwarded, an HIV diagnosis (grade 5) would be
+    graded as harmless and shown to a nurse (grade 4 for TREAT). `_summary` is decided on, not sent."""
+    patient = fhir_server.patients[0]
+    hiv = await upstream_post(
+        fhir_server, {"resourceType": "Condition", "subject": {"reference": patient}, "code": HIV_CODE}
+    )
+    nurse = idp.token("nurse", sub="n-summary", dept=fhir_server.departments[patient])
+    for summary in ("text", "data", "true"):
+        status, body, _ = await gw.get(
+            f"/fhir/Condition?subject={patient}&_summary={summary}&_count=200", nurse
+        )
+        assert status == 200
+        assert hiv["id"] not in json.dumps(body), summary
+        record = gw.audit()[-1]
+        assert record["extra"]["summary_ignored"] == [summary]
+        assert f"Condition/{hiv['id']}" not in record["resources_disclosed"]
+
+
+async def test_conditional_read_is_judged_like_a_read(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """HAPI answers `If-None-Match` with 304 and no body: passed on, it would confirm to a nurse that a
+    psychiatry patient's record exists at that version. Reads go upstream unconditional and are judged."""
+    psych = next(p for p, d in fhir_server.departments.items() if d == "psychiatry")
+    cond = await upstream_post(
+        fhir_server, {"resourceType": "Condition", "subject": {"reference": psych}, "code": {"text": "x"}}
+    )
+    etag = f'W/"{cond["meta"]["versionId"]}"'
+    nurse = idp.token("nurse", sub="n-etag", dept="cardiology")
+    for header in ({"If-None-Match": etag}, {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}):
+        status, body, _ = await gw.get(f"/fhir/Condition/{cond['id']}", nurse, **header)
+        assert status == 403 and "care.no-relationship" in oo_rules(body)
+        assert gw.audit()[-1]["patients_disclosed"] == []
+    # The one who may see it gets the record itself (never a bodiless 304 for an unjudged record).
+    doctor = idp.token("physician", sub="dr-etag", dept="psychiatry")
+    status, body, _ = await gw.get(f"/fhir/Condition/{cond['id']}", doctor, **{"If-None-Match": etag})
+    assert status == 200 and body["id"] == cond["id"]
+
+
+async def test_reference_by_search_in_a_write_is_refused(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """HAPI resolves `subject: Patient?identifier=…` in a transaction: a cardiology nurse's
+    Observation would be filed into a psychiatry patient's chart the policy never saw (I.3, I.4)."""
+    psych = next(p for p, d in fhir_server.departments.items() if d == "psychiatry")
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{fhir_server.base}/{psych}") as r:
+            ident = (await r.json(content_type=None))["identifier"][0]
+    conditional = {"reference": f"Patient?identifier={ident['system']}|{ident['value']}"}
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "bp-cond-ref"},
+        "subject": conditional,
+    }
+    nurse = idp.token("nurse", sub="n-condref", dept="cardiology")
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "POST", "url": "Observation"}, "resource": obs}],
+    }
+    for path, body in (("/fhir", transaction), ("/fhir/Observation", obs)):
+        status, answer = await gw.post(path, nurse, body)
+        assert status == 400 and "fhir.conditional-reference" in oo_rules(answer), answer
+        assert gw.audit()[-1]["status"] == 400
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{fhir_server.base}/Observation", params={"subject": psych, "_count": "500"}) as r:
+            found = await r.json(content_type=None)
+    assert "bp-cond-ref" not in json.dumps(found)  # nothing reached the chart
+
+
+# --- the gateway owns paging (gateway/paging.py) -------------------------------------------------
+
+PAGING_LEAKS = ("_getpages", "_offset", "_getpagesoffset")
+
+
+def page_links(body: dict[str, Any]) -> dict[str, str]:
+    return {link["relation"]: link["url"] for link in body.get("link", [])}
+
+
+async def test_pages_are_the_gateways_cursors_and_each_page_is_the_search_again(
+    gw: Harness, idp: Any, fhir_server: Any
+) -> None:
+    patient = fhir_server.patients[0]
+    doctor = idp.token("physician", sub="dr-pages", dept=fhir_server.departments[patient])
+    async with aiohttp.ClientSession() as s:
+        async with s.get(
+            f"{fhir_server.base}/Observation", params={"subject": patient, "_summary": "count"}
+        ) as r:
+            upstream_total = (await r.json(content_type=None))["total"]
+    assert upstream_total > 10
+    seen: list[str] = []
+    path = f"/fhir/Observation?subject={patient}&_count=4"
+    for page in range(upstream_total // 4 + 2):
+        status, body, _ = await gw.get(path, doctor)
+        assert status == 200, body
+        seen += [
+            e["resource"]["id"] for e in body.get("entry", []) if e.get("search", {}).get("mode") != "include"
+        ]
+        for relation, url in page_links(body).items():
+            assert not any(p in url for p in PAGING_LEAKS), (relation, url)
+            assert fhir_server.base not in url
+        record = gw.audit()[-1]
+        assert record["resource_type"] == "Observation" and record["patients_targeted"] == [patient]
+        if page:
+            assert record["extra"]["page_of"].startswith("Observation?subject=")
+        nxt = page_links(body).get("next")
+        if nxt is None:
+            break
+        assert "?_cursor=" in nxt
+        path = "/fhir" + nxt.split("/fhir", 1)[1]
+    assert len(seen) == len(set(seen)) == upstream_total  # every match once, over the gateway's pages
+
+
+async def test_a_cursor_opens_only_its_own_search(gw: Harness, idp: Any, fhir_server: Any) -> None:
+    """Another operator, another purpose, an edited or expired cursor, raw upstream paging: refused."""
+    patient = fhir_server.patients[0]
+    dept = fhir_server.departments[patient]
+    doctor = idp.token("physician", sub="dr-cursor", dept=dept)
+    status, body, _ = await gw.get(f"/fhir/Observation?subject={patient}&_count=2", doctor)
+    assert status == 200
+    cursor_path = "/fhir" + page_links(body)["next"].split("/fhir", 1)[1]
+    token = cursor_path.split("_cursor=", 1)[1]
+    nurse = idp.token("nurse", sub="n-cursor", dept=dept)
+    cases = [
+        (cursor_path, nurse, "TREAT", 403, "paging.not-yours"),
+        (cursor_path, doctor, "TRAIN", 403, "paging.purpose"),
+        (f"/fhir?_cursor={token[:-3]}AAA", doctor, "TREAT", 400, "paging.bad-cursor"),
+        (f"{cursor_path}&_count=50", doctor, "TREAT", 400, "paging.raw-link"),
+        (f"/fhir/Observation?_cursor={token}", doctor, "TREAT", 400, "paging.raw-link"),
+        ("/fhir?_getpages=0b1e&_getpagesoffset=2&_count=2", doctor, "TREAT", 400, "paging.raw-link"),
+        (f"/fhir/Observation?subject={patient}&_getpages=x", doctor, "TREAT", 400, "paging.raw-link"),
+    ]
+    for path, token_, purpose, expected, rule in cases:
+        status, body, headers = await gw.get(path, token_, purpose)
+        assert status == expected and rule in oo_rules(body), (path, status, body)
+        assert "entry" not in body
+        record = gw.audit()[-1]
+        assert record["request_id"] == headers["X-Request-Id"] and record["status"] == expected
+    status, body, _ = await gw.get(cursor_path, doctor)  # the owner, for the same purpose: the page
+    assert status == 200 and body["entry"]
+
+
+async def test_an_expired_cursor_is_refused(
+    aiohttp_client: Any, make_settings: Any, idp: Any, fhir_server: Any
+) -> None:
+    settings = make_settings(fhir_server.base, paging_cursor_ttl_seconds=1.0)
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    patient = fhir_server.patients[0]
+    doctor = idp.token("physician", sub="dr-expiry", dept=fhir_server.departments[patient])
+    _, body, _ = await h.get(f"/fhir/Observation?subject={patient}&_count=2", doctor)
+    nxt = "/fhir" + page_links(body)["next"].split("/fhir", 1)[1]
+    await asyncio.sleep(2.1)
+    status, body, _ = await h.get(nxt, doctor)
+    assert status == 400 and "paging.expired" in oo_rules(body)
