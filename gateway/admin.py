@@ -328,7 +328,11 @@ async def unknown(request: web.Request, ctx: RequestContext, gw: Gateway, call: 
 def add_admin_routes(app: web.Application, routes: list[AdminRoute]) -> None:
     """Mount the controls' admin endpoints under /admin, each behind the audited common path."""
     for route in routes:
-        app.router.add_route(route.method, ADMIN_PREFIX + route.path, admin_handler(route))
+        handler = admin_handler(route)
+        if route.method == "GET":
+            app.router.add_get(ADMIN_PREFIX + route.path, handler)  # and HEAD, as HTTP asks
+        else:
+            app.router.add_route(route.method, ADMIN_PREFIX + route.path, handler)
     # Anything else under /admin (and a wrong method on a known path) is answered 404 and audited.
     # aiohttp tries the most specific path prefix first, so the routes above still win over this.
     fallback = admin_handler(AdminRoute("*", "", "admin.unknown", "", None, unknown))

@@ -86,9 +86,17 @@ def audited(surface: Surface, handler: Handler) -> Callable[[web.Request], Await
             except GatewayError as err:
                 reply = _refusal(err, ctx)
             except Exception:  # a bug must not leak data or skip the audit
-                log.exception("unhandled error", path=ctx.path[:200])
+                log.exception("unhandled error", interaction=ctx.fhir.interaction if ctx.fhir else None)
                 ctx.reasons = []
                 reply = _refusal(surface.internal, ctx)
+            try:  # the exact bytes to release exist before the record says they were released
+                response = respond(reply.status, reply.body, ctx, surface, reply.headers)
+            except Exception:
+                log.exception("answer could not be serialised; nothing released")
+                ctx.reasons = []
+                reply = _refusal(surface.internal, ctx)
+                response = respond(reply.status, reply.body, ctx, surface, reply.headers)
+                ctx.patients_disclosed, ctx.resources_disclosed = set(), []
             ctx.status = reply.status
             surface.finish(ctx, reply.status)
             try:
@@ -99,7 +107,7 @@ def audited(surface: Surface, handler: Handler) -> Callable[[web.Request], Await
                 unavailable = surface.unavailable
                 outcome = operation_outcome(unavailable, ctx.request_id)
                 return respond(unavailable.status, outcome, ctx, surface, {})
-            return respond(reply.status, reply.body, ctx, surface, reply.headers)
+            return response
 
     return handle
 

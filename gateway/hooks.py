@@ -3,7 +3,8 @@
 The core knows HTTP and FHIR; each package in ``plugins/`` implements one control of
 国卫办医政函〔2025〕262号 beside its Rego package (``plugins/seal/`` ↔ ``opa_policies/emr/seal/``):
 its request hooks, its admin routes and its tables. The configured ones are named in
-``plugins = [...]``; those the gateway cannot be safe without (:data:`REQUIRED_PLUGINS`) always load.
+``plugins = [...]``; those the gateway cannot be safe without (:data:`REQUIRED_PLUGINS`) always load,
+first.
 
 Order of hooks on one request (gateway/pipeline.py reads top to bottom):
 
@@ -132,7 +133,9 @@ class Hooks:
 
 
 def plugin_names(configured: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
-    """The plugins to load, in order (configured ones, then the required ones), and warnings."""
+    """The plugins to load, in order, and warnings: the required ones first (write governance hashes
+    a write's body before any other hook can refuse it, so a refused write is audited with its
+    hash), then the configured ones."""
     names: list[str] = []
     warnings: list[str] = []
     for name in configured:
@@ -142,8 +145,7 @@ def plugin_names(configured: tuple[str, ...] | list[str]) -> tuple[list[str], li
             name = new
         if name not in names:
             names.append(name)
-    names += [name for name in REQUIRED_PLUGINS if name not in names]
-    return names, warnings
+    return [*REQUIRED_PLUGINS, *(n for n in names if n not in REQUIRED_PLUGINS)], warnings
 
 
 def load_plugins(names: list[str]) -> list[Plugin]:

@@ -87,6 +87,8 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
     resources: list[Any] = body["resources"] if isinstance(body.get("resources"), list) else []
     slots = [s for r in resources if isinstance(r, dict) for s in collect(r)]
     patients = set(sim.fhir.all_patients()) | {p for s in slots for p in s.summary()["patients"]}
+    for p in patients:  # every patient explained about is in the input (and audited as a target)
+        sim.patient_context.setdefault(p, {})
     await gw.hooks.explain_facts(sim, patients, given)
     decision_input = sim.decision_input(body.get("time") or utc_now())
     try:

@@ -136,3 +136,11 @@ async def test_no_audit_no_answer_503(admin: Admin) -> None:
     assert status == 503 and rule_and_clause(body) == ("audit.unavailable", "II.2")
     status, body = await admin.get("/admin/grants", SEC)
     assert status == 503 and "grants" not in body
+
+
+async def test_head_of_a_read_endpoint_is_that_endpoint(admin: Admin) -> None:
+    """HEAD is GET without a body (HTTP): audited as the same action, not as an unknown path."""
+    for path, action in (("/admin/grants", "admin.grants.list"), ("/admin/audit", "admin.audit.search")):
+        resp = await admin.client.head(path, headers=admin.headers(SEC))
+        assert resp.status == 200 and resp.headers["X-Request-Id"]
+        assert admin.last_audit()["extra"]["admin"]["action"] == action
