@@ -23,8 +23,9 @@ devserver/node_modules/.installed: devserver/package.json devserver/package-lock
 setup: $(VENV)/.installed devserver/node_modules/.installed
 	@scripts/ensure-opa.sh >/dev/null
 
+# make run [UPSTREAM=medplum|hapi]: the gateway in front of a local FHIR server with synthetic patients.
 run: setup
-	scripts/dev-run.sh
+	UPSTREAM_KIND=$(or $(UPSTREAM),medplum) scripts/dev-run.sh
 
 PY_SOURCES := gateway plugins opa_policies devtools bench tests
 
@@ -43,9 +44,10 @@ policy-test: setup
 test: setup lint policy-test
 	EMRGUARD_OPA_BIN=$(OPA) EMRGUARD_HAPI_JAR=$(HAPI_JAR) $(VENV)/bin/pytest -q
 
+# make bench [UPSTREAM=medplum|hapi]
 bench: setup
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	EMRGUARD_OPA_BIN=$(OPA) $(PY) -m bench.run
+	EMRGUARD_OPA_BIN=$(OPA) $(PY) -m bench.run --upstream $(or $(UPSTREAM),medplum)
 
 # A development token for `make run`: make token ROLE=nurse [DEPT=cardiology] [SUB=...]
 token: $(VENV)/.installed

@@ -38,15 +38,21 @@ ROOT = Path(__file__).resolve().parent.parent
 ISSUER, AUDIENCE = "https://idp.bench.emrguard/", "emrguard"
 
 
-def start_fhir() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        ["node", str(ROOT / "devserver/fhir-server.mjs"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+def start_fhir(kind: str) -> tuple[subprocess.Popen[str], str]:
+    """The upstream: the Medplum dev server, or HAPI FHIR JPA (devserver/hapi, ~30 s to start)."""
+    if kind == "hapi":
+        jar = subprocess.run(
+            [str(ROOT / "scripts/ensure-hapi.sh")], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        command = ["java", "-Xmx512m", "-XX:+UseSerialGC", "-jar", jar, "--server.port=0"]
+    else:
+        command = ["node", str(ROOT / "devserver/fhir-server.mjs"), "--port", "0"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
+    if "ready on" not in line:
+        proc.kill()
+        raise RuntimeError(f"{kind} did not start: {line!r}")
     return proc, line.strip().rsplit(" ", 1)[-1]
 
 
@@ -147,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--out", default="bench-results/bench.json")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--upstream", choices=("medplum", "hapi"), default="medplum")
     args = ap.parse_args(argv)
     if not shutil.which("wrk"):
         print("bench: wrk is needed (apt-get install wrk)", file=sys.stderr)
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen[Any]] = []
     work = Path(tempfile.mkdtemp(prefix="emrguard-bench-"))
     try:
-        fhir, upstream = start_fhir()
+        fhir, upstream = start_fhir(args.upstream)
         procs.append(fhir)
         patient, obs_id = asyncio.run(seed(upstream))
         opa_port = free_port()
@@ -231,10 +238,12 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds},
             "operator": "nurse, purpose TREAT (full rules evaluated, audit on)",
+            "upstream": args.upstream,
             "results": results,
         }
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(doc, indent=2))
+        out = Path(args.out or f"bench-results/bench-{args.upstream}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2))
         print(json.dumps(doc, indent=2))
         return 0
     finally:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: the Medplum FHIR dev server with synthetic patients, and EMR Guard in front of it
+# `make run [UPSTREAM=hapi]`: a FHIR server (Medplum dev server, or HAPI FHIR JPA) with synthetic patients,
+# and EMR Guard in front of it
 # (embedded policy engine, SQLite store, development signing key). Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +10,19 @@ PATIENTS="${PATIENTS:-20}"
 PY=.venv/bin/python
 mkdir -p var
 
-node devserver/fhir-server.mjs --port "$FHIR_PORT" > var/fhir-server.out 2> var/fhir-server.log &
-FHIR_PID=$!
+case "${UPSTREAM_KIND:-medplum}" in
+  medplum)  # the Medplum dev server: starts in a second
+    node devserver/fhir-server.mjs --port "$FHIR_PORT" > var/fhir-server.out 2> var/fhir-server.log &
+    FHIR_PID=$!; WAIT=100 ;;
+  hapi)  # HAPI FHIR JPA, the reference server (devserver/hapi): built once, starts in ~30 s
+    scripts/hapi-run.sh --server.port="$FHIR_PORT" > var/fhir-server.out 2> var/fhir-server.log &
+    FHIR_PID=$!; WAIT=1200 ;;
+  *) echo "UPSTREAM must be medplum or hapi, not '${UPSTREAM_KIND}'" >&2; exit 2 ;;
+esac
 trap 'kill $FHIR_PID 2>/dev/null || true' EXIT INT TERM
-for _ in $(seq 1 100); do grep -q "ready on" var/fhir-server.out 2>/dev/null && break; sleep 0.1; done
-grep -q "ready on" var/fhir-server.out || { echo "FHIR dev server did not start; see var/fhir-server.log" >&2; exit 1; }
-UPSTREAM="http://127.0.0.1:${FHIR_PORT}/fhir/R4"
+for _ in $(seq 1 "$WAIT"); do grep -q "ready on" var/fhir-server.out 2>/dev/null && break; sleep 0.1; done
+grep -q "ready on" var/fhir-server.out || { echo "FHIR server did not start; see var/fhir-server.log" >&2; exit 1; }
+UPSTREAM="$(grep -o 'http://[^ ]*' var/fhir-server.out | head -1)"
 echo "Seeding ${PATIENTS} synthetic patients into ${UPSTREAM} ..."
 $PY -m devtools.synthetic --base-url "$UPSTREAM" --count "$PATIENTS" > var/patients.txt
 head -5 var/patients.txt
