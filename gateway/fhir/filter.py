@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import Reason
-from gateway.fhir.resources import Slot, mark_redacted, remove_path, resource_patients
+from gateway.fhir.resources import Slot, mark_redacted, remove_path
 from gateway.fhir.transforms import Pseudonymiser, apply_transforms, mask_required
 from gateway.policy.decisions import Verdict
 
@@ -55,6 +55,7 @@ def apply_verdicts(
     result = FilterResult()
     if len(slots) != len(verdicts):
         raise ValueError(f"{len(verdicts)} verdicts for {len(slots)} resources")  # before any change
+    verdicts = documents_whole(slots, verdicts)
     removals: dict[int, tuple[list[Any], set[int]]] = {}
     bundles = [(b, _matches(b)) for b in _counted_bundles(body)]
     dropped_paths = [
@@ -124,7 +125,7 @@ def _minimise(
     if not inside_dropped:
         rtype, rid = resource.get("resourceType"), resource.get("id")
         result.disclosed.append(f"{rtype}/{rid}" if rid else str(rtype))
-        result.disclosed_patients |= resource_patients(resource)
+        result.disclosed_patients |= slot.patients()
     if not (redact or transforms or pseudonymise):
         return False
     if pseudonymise:
@@ -142,6 +143,37 @@ def _minimise(
     mask_required(resource)
     mark_redacted(resource)
     return True
+
+
+DOCUMENT_WHOLE = Reason(
+    "document.whole",
+    "a document is released whole or not at all: part of it is withheld from you",
+    "文书须整体提供:其中部分内容您无权查看,故整份不予提供",
+    "I.4",
+)
+
+
+def _is_document(resource: dict[str, Any]) -> bool:
+    """A stored document (or any signed Bundle): cutting entries out of it would falsify it."""
+    return resource.get("resourceType") == "Bundle" and (
+        resource.get("type") == "document" or "signature" in resource
+    )
+
+
+def documents_whole(slots: list[Slot], verdicts: list[Verdict]) -> list[Verdict]:
+    """A document Bundle with any entry (or contained resource) withheld is withheld whole."""
+    out = list(verdicts)
+    for i, slot in enumerate(slots):
+        if not (_is_document(slot.resource) and out[i].get("keep", False)):
+            continue
+        inside = f"{slot.path}." if slot.path else ""
+        if any(
+            not v.get("keep", False) and s.path.startswith(inside)
+            for s, v in zip(slots, verdicts, strict=True)
+            if s is not slot
+        ):
+            out[i] = {"keep": False, "reasons": [DOCUMENT_WHOLE.as_dict()]}
+    return out
 
 
 def _counted_bundles(body: Any) -> list[dict[str, Any]]:

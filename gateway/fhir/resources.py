@@ -52,32 +52,120 @@ def reference_patient(ref: Any) -> str | None:
     return None
 
 
-def _walk_refs(node: Any, found: set[str], patient_element: bool) -> None:
-    if isinstance(node, dict):
-        patient = reference_patient(node)
+#: The identifier system of the hospital's staff (operators): a reference by it names a person who
+#: works here, not a patient.
+OPERATOR_SYSTEM = "https://emrguard.example/fhir/sid/operator"
+#: How far references are followed through contained resources and Bundle entries.
+MAX_HOPS = 8
+#: A resource's own keys that hold no reference to walk (contained resources are judged on their own).
+OWN_KEYS = frozenset({"contained", "meta", "id", "resourceType"})
+
+
+@dataclass
+class Context:
+    """Where a resource sits: what its `#id` and `urn:uuid:` references can point at."""
+
+    container: dict[str, Any] | None = None  # the resource whose `contained` holds it (or itself)
+    bundle: dict[str, Any] | None = None  # the Bundle it is an entry of
+    contained: bool = False  # it is itself a contained resource (its id is local)
+    _entries: dict[str, dict[str, Any]] | None = None
+
+    def entry(self, full_url: str) -> dict[str, Any] | None:
+        if self.bundle is None:
+            return None
+        if self._entries is None:  # built only when a reference needs it
+            self._entries = {
+                e["fullUrl"]: e["resource"]
+                for e in self.bundle.get("entry") or []
+                if isinstance(e, dict)
+                and isinstance(e.get("fullUrl"), str)
+                and isinstance(e.get("resource"), dict)
+            }
+        return self._entries.get(full_url)
+
+    def contained_resource(self, local_id: str) -> dict[str, Any] | None:
+        for child in (self.container or {}).get("contained") or []:
+            if isinstance(child, dict) and child.get("id") == local_id:
+                return child
+        return None
+
+
+def _reference_patients(ref: dict[str, Any], ctx: Context, hops: int, patient_element: bool) -> set[str]:
+    """The patients one Reference points at, failing closed where it cannot say who they are."""
+    value = ref.get("reference")
+    if isinstance(value, str):
+        if value.startswith("#"):  # a contained resource: a contained Patient has no identity here
+            target = ctx.contained_resource(value[1:]) if len(value) > 1 else None
+            if target is None:
+                return {UNRESOLVED_PATIENT} if len(value) > 1 else set()
+            return _about(target, Context(ctx.container, ctx.bundle, True), hops)
+        patient = reference_patient(ref)
         if patient:
-            found.add(patient)
-        elif patient_element and "reference" not in node and isinstance(node.get("identifier"), dict):
-            found.add(UNRESOLVED_PATIENT)  # subject: {identifier: MRN} names a patient we cannot check
+            return {patient}
+        target = ctx.entry(value)  # urn:uuid: (or any fullUrl) of another entry of the Bundle
+        if target is not None:
+            return _about(target, Context(target, ctx.bundle, True), hops)
+        if value.lower().startswith("urn:"):
+            return {UNRESOLVED_PATIENT}  # a urn that names nothing in this Bundle: who is it?
+        return set()
+    ident = ref.get("identifier")
+    if isinstance(ident, dict):
+        # By identifier only: unknown to the gateway unless it is plainly not a patient.
+        kind = ref.get("type")
+        not_patient = isinstance(kind, str) and kind.rsplit("/", 1)[-1].lower() != "patient"
+        staff = ident.get("system") == OPERATOR_SYSTEM
+        return set() if (not_patient or staff) else {UNRESOLVED_PATIENT}
+    if patient_element and isinstance(ref.get("display"), str):
+        return {UNRESOLVED_PATIENT}  # subject: {display: "张三"} names someone nobody can check
+    return set()
+
+
+def _walk_refs(node: Any, found: set[str], patient_element: bool, ctx: Context, hops: int) -> None:
+    if isinstance(node, dict):
+        if any(k in node for k in ("reference", "identifier", "display")) and not isinstance(
+            node.get("resourceType"), str
+        ):
+            found |= _reference_patients(node, ctx, hops, patient_element)
         for key, value in node.items():
-            if key not in ("contained", "meta"):  # contained resources are judged on their own
-                _walk_refs(value, found, key in PATIENT_ELEMENTS)
+            if key not in ("contained", "meta", "identifier"):  # contained resources are judged on their own
+                _walk_refs(value, found, key in PATIENT_ELEMENTS, ctx, hops)
     elif isinstance(node, list):
         for item in node:
-            _walk_refs(item, found, patient_element)
+            _walk_refs(item, found, patient_element, ctx, hops)
 
 
-def resource_patients(resource: dict[str, Any]) -> set[str]:
-    """Every patient a resource is about: itself if a Patient, and every patient it references
-    anywhere (subject, patient, but also Appointment.participant.actor, Observation.focus,
-    Provenance.target, Group.member ...): sealing and the care relationship hold by every link."""
+def _about(resource: dict[str, Any], ctx: Context, hops: int) -> set[str]:
+    if hops <= 0:
+        return {UNRESOLVED_PATIENT}  # too deep to tell: fail closed
     found: set[str] = set()
-    if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
-        found.add(f"Patient/{resource['id']}")
+    if resource.get("resourceType") == "Patient":
+        rid = resource.get("id")
+        # A contained or embedded Patient is a person whose identity the server cannot vouch for.
+        if ctx.contained or not isinstance(rid, str):
+            found.add(UNRESOLVED_PATIENT)
+        else:
+            found.add(f"Patient/{rid}")
+    if resource.get("resourceType") == "Bundle":  # a stored document or collection: all it holds
+        for entry in resource.get("entry") or []:
+            child = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(child, dict):
+                found |= _about(child, Context(child, resource, True), hops - 1)
+    skip = OWN_KEYS | ({"entry"} if resource.get("resourceType") == "Bundle" else set())
     for key, value in resource.items():
-        if key not in ("contained", "meta", "id", "resourceType"):
-            _walk_refs(value, found, key in PATIENT_ELEMENTS)
+        if key not in skip:
+            _walk_refs(value, found, key in PATIENT_ELEMENTS, ctx, hops - 1)
     return found
+
+
+def resource_patients(resource: dict[str, Any], ctx: Context | None = None) -> set[str]:
+    """Every patient a resource is about (DESIGN.md: every disclosed resource tied to its patients):
+    itself if a Patient; every patient it references anywhere (subject, patient, but also
+    Appointment.participant.actor, Observation.focus, Provenance.target, Group.member …), in every
+    form — literal (relative, absolute, versioned), `#id` into its contained resources, `urn:uuid:`
+    into the Bundle it is in; and, for a stored Bundle, every patient of every entry. What cannot be
+    tied to a patient is :data:`UNRESOLVED_PATIENT`: a contained or embedded Patient, a reference by
+    identifier or display only, a urn that names nothing here (only hospital-wide roles see those)."""
+    return _about(resource, ctx or Context(container=resource), MAX_HOPS)
 
 
 def _codings(value: Any) -> list[dict[str, str]]:
@@ -129,11 +217,21 @@ class Slot:
     index: int = 0
     entry: dict[str, Any] | None = None  # its Bundle entry
     bundle: dict[str, Any] | None = None  # the Bundle it is in
+    parent: dict[str, Any] | None = None  # for a contained resource: the resource that contains it
+
+    def patients(self) -> set[str]:
+        """Its patients where it sits (its container's `#id`s, its Bundle's fullUrls). A resource
+        contained in another, or embedded in a stored Bundle (a document, a collection), is not the
+        server's record: a Patient there has no identity the gateway can check."""
+        if self.kind == "contained":
+            return resource_patients(self.resource, Context(self.parent, self.bundle, True))
+        embedded = self.bundle is not None and self.bundle.get("type") not in RESPONSE_BUNDLE_TYPES
+        return resource_patients(self.resource, Context(self.resource, self.bundle, embedded))
 
     def summary(self) -> dict[str, Any]:
         r = self.resource
         meta: dict[str, Any] = r["meta"] if isinstance(r.get("meta"), dict) else {}
-        patients = sorted(resource_patients(r))
+        patients = sorted(self.patients())
         codes = all_codings(r)
         search = (self.entry or {}).get("search") or {}
         return {
@@ -172,7 +270,14 @@ def _walk(resource: dict[str, Any], slot: Slot, slots: list[Slot]) -> None:
                 _walk(
                     child,
                     Slot(
-                        child, "contained", f"{prefix}contained[{i}]", contained, i, slot.entry, slot.bundle
+                        child,
+                        "contained",
+                        f"{prefix}contained[{i}]",
+                        contained,
+                        i,
+                        slot.entry,
+                        slot.bundle,
+                        parent=resource,
                     ),
                     slots,
                 )

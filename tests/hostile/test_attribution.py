@@ -1,0 +1,91 @@
+"""Hostile insiders against both real upstreams: records whose patient is hidden in a shape the
+gateway once did not read (issue "nothing leaks", classes 1-3). A leak is judged by content: the
+name and national id of the patient must appear nowhere in what a care-bound clinician receives."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.app import create_app
+from tests.conftest import auth, read_audit
+from tests.gateway.fhir.test_attribution import NATIONAL_ID, discharge_summary, observation, person
+
+pytestmark = pytest.mark.integration
+NAME = "洪玉英"
+
+
+async def stored(fhir_server: Any, resource: dict[str, Any]) -> dict[str, Any]:
+    """Written straight to the FHIR server (set-up, not through the gateway)."""
+    async with aiohttp.ClientSession() as s:
+        body = {k: v for k, v in resource.items() if k != "id"}
+        async with s.post(f"{fhir_server.base}/{resource['resourceType']}", json=body) as r:
+            assert r.status == 201, await r.text()
+            return await r.json(content_type=None)
+
+
+def leaked(answer: Any) -> bool:
+    text = json.dumps(answer, ensure_ascii=False)
+    return NAME in text or NATIONAL_ID["value"] in text
+
+
+@pytest.fixture(params=["embedded", "opa"])
+async def client(
+    request: pytest.FixtureRequest, aiohttp_client: Any, make_settings: Any, fhir_server: Any
+) -> Any:
+    opa_url = request.getfixturevalue("opa_server").url if request.param == "opa" else ""
+    settings = make_settings(fhir_server.base, request.param, opa_url)
+    c = await aiohttp_client(create_app(settings))
+    c.settings = settings
+    return c
+
+
+async def get(client: Any, path: str, token: str, purpose: str = "TREAT") -> tuple[int, Any, dict[str, Any]]:
+    resp = await client.get(path, headers=auth(token, purpose))
+    body = await resp.json(content_type=None)
+    record = read_audit(client.settings)[-1]
+    assert record["request_id"] == resp.headers["X-Request-Id"]  # every attempt has its record
+    return resp.status, body, record
+
+
+async def test_a_stored_document_is_nobodys_a_care_bound_clinician_may_read(
+    client: Any, idp: Any, fhir_server: Any
+) -> None:
+    doc = await stored(fhir_server, discharge_summary())
+    # Everyone in the patient's (unknown) care: a nurse and a physician of every department seeded.
+    for dept in sorted(set(fhir_server.departments.values())):
+        for role in ("nurse", "physician"):
+            token = idp.token(role, sub=f"{role}-{dept}", dept=dept)
+            status, body, record = await get(client, f"/fhir/Bundle/{doc['id']}", token)
+            assert status == 403 and not leaked(body), (role, dept)
+            assert record["patients_disclosed"] == []
+            status, body, record = await get(client, "/fhir/Bundle?type=document&_count=200", token)
+            assert status == 200 and not leaked(body), (role, dept)
+    # A hospital-wide role (records office, for hospital operations) reads it, audited under the
+    # unresolved patient so that it can be found.
+    status, body, record = await get(client, f"/fhir/Bundle/{doc['id']}", idp.token("records_officer"))
+    assert status == 200 and leaked(body)
+    assert record["patients_disclosed"] == ["Patient/unresolved-reference"]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["contained", "display", "identifier"],
+)
+async def test_a_record_whose_subject_hides_its_patient_is_withheld(
+    client: Any, idp: Any, fhir_server: Any, shape: str
+) -> None:
+    subjects = {
+        "contained": {"reference": "#p", "display": NAME},
+        "display": {"display": f"{NAME} {NATIONAL_ID['value']}"},
+        "identifier": {"identifier": NATIONAL_ID, "display": NAME},
+    }
+    extra = {"contained": [person("p")]} if shape == "contained" else {}
+    obs = await stored(fhir_server, observation(subjects[shape], **extra))
+    for dept in sorted(set(fhir_server.departments.values())):
+        token = idp.token("nurse", sub=f"nurse-{dept}", dept=dept)
+        status, body, _ = await get(client, f"/fhir/Observation/{obs['id']}", token)
+        assert status == 403 and not leaked(body), (shape, dept)
