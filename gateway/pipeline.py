@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qsl, urlencode
 
+import orjson
 from aiohttp import web
 
 from gateway import rules
@@ -23,7 +24,7 @@ from gateway.errors import GatewayError, Reason, error
 from gateway.fhir.body import read_body
 from gateway.fhir.filter import apply_verdicts
 from gateway.fhir.params import check_format, parse_params
-from gateway.fhir.request import parse_request
+from gateway.fhir.request import decided_bundle, parse_request
 from gateway.fhir.resources import collect
 from gateway.fhir.validate import validate_write
 from gateway.paging import CURSOR_PARAM, RAW_PAGING_PARAMS, Cursor
@@ -70,6 +71,10 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
     ctx.decision = "allow"
     # 5. The last word before the upstream sees it (a write is judged by what it changes, I.3).
     extra_headers = await gw.hooks.before_forward(ctx)
+    sent = ctx.body
+    if ctx.fhir.interaction in ("batch", "transaction"):  # what is sent is what was decided
+        assert isinstance(body, dict)  # parse_request accepted it as a Bundle
+        sent = orjson.dumps(decided_bundle(body))
     # 6. Forward exactly the parameters the policy saw (re-encoded), never the raw string.
     t0 = time.perf_counter()
     if page:  # the server's own link, exactly as it gave it
@@ -83,7 +88,7 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
             ctx.path,
             _forwarded(ctx, query),
             request.headers,
-            _forwarded(ctx, form).encode() if form else ctx.body,
+            _forwarded(ctx, form).encode() if form else sent,
             ctx.request_id,
             extra_headers=extra_headers,
         )

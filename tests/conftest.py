@@ -323,12 +323,14 @@ class RecordingUpstream:
         self.requests: list[web.Request] = []
         self.headers: list[dict[str, str]] = []
         self.urls: list[str] = []
+        self.bodies: list[bytes] = []
         self.reply: Any = {}
         self.delay = 0.0
 
     async def handle(self, request: web.Request) -> web.Response:
         self.headers.append(dict(request.headers))
         self.urls.append(request.path_qs)
+        self.bodies.append(await request.read())
         if self.delay:
             await asyncio.sleep(self.delay)
         return web.Response(body=json.dumps(self.reply), content_type="application/fhir+json")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from gateway import rules
 from gateway.errors import GatewayError, Reason
@@ -267,6 +267,43 @@ def _operation(
                     if patient:
                         req.patients.add(patient)
     return req
+
+
+#: Entry request elements forwarded as they are; a read's conditions are not (a 304 would confirm a
+#: record nobody judged: gateway/proxy.py), nor anything the decision did not read.
+FORWARDED_ENTRY_REQUEST = ("ifMatch", "ifNoneExist")
+#: Entry URL parameters never forwarded (they make the server leave out what grading reads).
+NOT_FORWARDED_PARAMS = frozenset({"_summary", "_elements"})
+
+
+def decided_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The batch or transaction as it was decided, for the upstream: what is sent is what was decided.
+
+    Rebuilt from the parsed entries rather than forwarded raw: each entry's method as decided (upper
+    case: a `"get"` was decided as a read), its URL re-encoded from the parameters the policy saw,
+    and only the elements the server needs (fullUrl, resource, request.method/url/ifMatch/ifNoneExist).
+    """
+    out: dict[str, Any] = {"resourceType": "Bundle", "type": bundle["type"], "entry": []}
+    for entry in bundle.get("entry") or []:
+        request = entry["request"]
+        split = urlsplit(request["url"])
+        pairs = [
+            (k, v)
+            for k, v in parse_qsl(split.query, keep_blank_values=True)
+            if k.split(":")[0] not in NOT_FORWARDED_PARAMS
+        ]
+        method = request["method"].upper()
+        url = split.path.lstrip("/") + (f"?{urlencode(pairs)}" if pairs else "")
+        forwarded: dict[str, Any] = {"method": method, "url": url}
+        for key in FORWARDED_ENTRY_REQUEST:
+            if isinstance(request.get(key), str) and method != "GET":
+                forwarded[key] = request[key]
+        rebuilt: dict[str, Any] = {"request": forwarded}
+        for key in ("fullUrl", "resource"):
+            if key in entry:
+                rebuilt[key] = entry[key]
+        out["entry"].append(rebuilt)
+    return out
 
 
 def _parse_entries(bundle: dict[str, Any]) -> list[FhirRequest]:

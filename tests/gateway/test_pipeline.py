@@ -1073,3 +1073,70 @@ async def test_an_expired_cursor_is_refused(
     await asyncio.sleep(2.1)
     status, body, _ = await h.get(nxt, doctor)
     assert status == 400 and "paging.expired" in oo_rules(body)
+
+
+# --- what is sent is what was decided -----------------------------------------------------------
+
+
+async def test_a_batch_is_forwarded_as_it_was_decided(
+    recording: Any, aiohttp_client: Any, make_settings: Any, idp: Any
+) -> None:
+    """A lowercase method, a read's conditions, `_summary`, and elements the decision never read do
+    not reach the server raw (a stand-in upstream: it records what arrives)."""
+    recording.reply = {
+        "resourceType": "Bundle",
+        "type": "batch-response",
+        "entry": [{"response": {"status": "404"}}] * 2,
+    }
+    settings = make_settings(recording.base, plugins=NO_UPSTREAM_LOOKUPS)
+    h = Harness(await aiohttp_client(create_app(settings)), settings)
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "id": "smuggled",
+        "entry": [
+            {
+                "request": {
+                    "method": "get",
+                    "url": "Condition/c1",
+                    "ifNoneMatch": 'W/"1"',
+                    "ifModifiedSince": "2020-01-01",
+                }
+            },
+            {
+                "request": {"method": "GET", "url": "Observation?subject=Patient/p1&_summary=text&_count=5"},
+                "search": {"mode": "match"},
+                "response": {"status": "200"},
+            },
+        ],
+    }
+    status, _ = await h.post("/fhir", idp.token("records_officer"), batch, purpose="HOPERAT")
+    assert status == 200
+    sent = json.loads(recording.bodies[-1])
+    assert sent == {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": "Condition/c1"}},
+            {"request": {"method": "GET", "url": "Observation?subject=Patient%2Fp1&_count=5"}},
+        ],
+    }
+
+
+async def test_a_conditional_read_inside_a_batch_is_judged_like_a_read(
+    gw: Harness, idp: Any, fhir_server: Any
+) -> None:
+    psych = next(p for p, d in fhir_server.departments.items() if d == "psychiatry")
+    cond = await upstream_post(
+        fhir_server, {"resourceType": "Condition", "subject": {"reference": psych}, "code": {"text": "y"}}
+    )
+    etag = f'W/"{cond["meta"]["versionId"]}"'
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "get", "url": f"Condition/{cond['id']}", "ifNoneMatch": etag}}],
+    }
+    status, body = await gw.post("/fhir", idp.token("nurse", sub="n-batch", dept="cardiology"), batch)
+    assert status == 200, body
+    (entry,) = body["entry"]
+    assert entry["response"]["status"].startswith("403") and "resource" not in entry
