@@ -16,8 +16,8 @@ import structlog
 
 from gateway import rules
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, error
-from gateway.fhir.resources import Slot
+from gateway.errors import GatewayError, Reason, error
+from gateway.fhir.resources import UNRESOLVED_PATIENT, Slot, about_references
 from gateway.policy import PolicyError, RequestDecision, Verdict
 from gateway.runtime import Gateway
 
@@ -37,21 +37,114 @@ async def request_decision(
 async def judge(
     gw: Gateway, ctx: RequestContext, decision_input: dict[str, Any], slots: list[Slot]
 ) -> list[Verdict]:
-    """The response decision: one call for all these resources, with the facts about their patients."""
+    """The response decision: one call for all these resources, with the facts about their patients.
+
+    A resource that describes others (a Provenance's target, a List's items: resources.ABOUT_ELEMENTS)
+    is judged with what it describes: their patients are its patients, and if one of them is withheld
+    from the operator, so is it. Records it is about that are not in the response are read upstream
+    and judged in the same call (never released).
+    """
     if not slots:
         return []
-    entries = [slot.summary() for slot in slots]
+    targets, depends = await _about(gw, ctx, slots)
+    judged = slots + targets
+    entries = [slot.summary() for slot in judged]
     new_patients = {p for e in entries for p in e["patients"]} - ctx.patient_context.keys()
     await gw.hooks.before_response_decision(ctx, new_patients)
     distinct, index = distinct_entries(entries)
     decision = await _ask(ctx, gw.engine.decide_response(dict(decision_input, entries=distinct)))
     raise_alerts(ctx, decision.obligations)
     verdicts = [decision.verdicts[i] for i in index]
-    for entry, verdict in zip(entries, verdicts, strict=True):
+    for i, needed in depends.items():
+        if verdicts[i]["keep"] and any(not verdicts[j]["keep"] for j in needed):
+            verdicts[i] = {"keep": False, "reasons": [ABOUT_WITHHELD.as_dict()]}
+    verdicts = verdicts[: len(slots)]
+    for entry, verdict in zip(entries[: len(slots)], verdicts, strict=True):
         grade = verdict.get("grade")
         if isinstance(grade, int):
             ctx.grades[f"{entry['type']}/{entry['id']}"] = grade
     return verdicts
+
+
+ABOUT_WITHHELD = Reason(
+    "about.withheld",
+    "this record is about another record that is withheld from you",
+    "该记录涉及您无权查看的其他记录",
+    "I.4",
+)
+#: How many described records one response may make the gateway read; beyond, fail closed.
+MAX_ABOUT = 100
+
+
+async def _about(
+    gw: Gateway, ctx: RequestContext, slots: list[Slot]
+) -> tuple[list[Slot], dict[int, list[int]]]:
+    """The records the response's describing resources are about, and which slot needs which."""
+    wanted = {i: about_references(s.resource) for i, s in enumerate(slots)}
+    wanted = {i: refs for i, refs in wanted.items() if refs}
+    if not wanted:
+        return [], {}
+    here = {
+        f"{s.resource.get('resourceType')}/{s.resource.get('id')}": i
+        for i, s in enumerate(slots)
+        if s.kind in ("root", "entry") and isinstance(s.resource.get("id"), str)
+    }
+    missing = list(dict.fromkeys(r for refs in wanted.values() for r in refs if r not in here))
+    fetched = await _read_upstream(gw, ctx, missing[:MAX_ABOUT])
+    targets: list[Slot] = []
+    for ref, resource in fetched.items():
+        here[ref] = len(slots) + len(targets)
+        targets.append(Slot(resource, "about", f"about[{len(targets)}]"))
+    judged = slots + targets
+    depends: dict[int, list[int]] = {}
+    for i, refs in wanted.items():
+        needed = [here[r] for r in refs if r in here]
+        depends[i] = needed
+        for j in needed:
+            if j != i:
+                slots[i].about |= judged[j].patients()
+        if any(r in missing[MAX_ABOUT:] for r in refs):
+            slots[i].about.add(UNRESOLVED_PATIENT)  # too many to read: who it is about is unknown
+    return targets, depends
+
+
+async def _read_upstream(gw: Gateway, ctx: RequestContext, refs: list[str]) -> dict[str, dict[str, Any]]:
+    """These records as the server has them now (absent: nothing to disclose), in one batch."""
+    if not refs:
+        return {}
+    entries = [{"request": {"method": "GET", "url": ref}} for ref in refs]
+    resp = await gw.upstream.send(
+        "POST",
+        "",
+        "",
+        None,
+        orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+        ctx.request_id,
+        extra_headers={"Content-Type": "application/fhir+json"},
+    )
+    answers = resp.body.get("entry") if isinstance(resp.body, dict) else None
+    if resp.status != 200 or not isinstance(answers, list) or len(answers) != len(refs):
+        raise _about_unreadable()
+    found: dict[str, dict[str, Any]] = {}
+    for ref, answer in zip(refs, answers, strict=True):
+        status = str(((answer or {}).get("response") or {}).get("status", ""))
+        resource = (answer or {}).get("resource")
+        if status.startswith("200") and isinstance(resource, dict):
+            found[ref] = resource
+        elif not status.startswith(("404", "410")):
+            raise _about_unreadable()
+    return found
+
+
+def _about_unreadable() -> GatewayError:
+    return error(
+        status=502,
+        code="transient",
+        rule=rules.ABOUT_UNREADABLE,
+        en="the records this answer is about could not be read, so it cannot be judged; nothing was disclosed",
+        zh="无法读取该结果所涉及的记录,无法判断能否提供;未返回任何数据",
+        clause="I.4",
+    )
 
 
 def distinct_entries(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:

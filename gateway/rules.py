@@ -110,3 +110,12 @@ PAGING_PURPOSE = "paging.purpose"
 PAGING_EXPIRED = "paging.expired"
 #: an upstream paging parameter (_getpages) from a client, or a cursor beside other parameters
 PAGING_RAW = "paging.raw-link"
+#: II.2: a path outside /fhir and /admin, or one spelt otherwise than it is served (//fhir, /FHIR,
+#: /%66hir, an absolute URL), or a method the health checks do not take: 404, audited all the same
+NOT_FOUND = "gateway.not-found"
+#: II.2: a request target longer than max_url_bytes: 414, audited
+URI_TOO_LONG = "gateway.uri-too-long"
+#: II.2: a header field longer than max_header_bytes, or more fields than max_header_count: 431, audited
+HEADERS_TOO_LARGE = "gateway.headers-too-large"
+#: the records a describing resource (Provenance, List …) is about could not be read upstream
+ABOUT_UNREADABLE = "upstream.about-unreadable"

@@ -9,7 +9,7 @@ harmless cannot carry a resource past the filter.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Elements that point at the patient a resource is about (Patient compartment, most used ones).
@@ -206,6 +206,48 @@ def all_codings(resource: dict[str, Any]) -> list[dict[str, str]]:
     return [{"system": s, "code": c} for s, c in found]
 
 
+#: Resources whose purpose is to describe other resources, and the elements that say which: such a
+#: resource discloses what it is about, so it is judged with it (issue "nothing leaks", class 10).
+ABOUT_ELEMENTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Provenance": (("target",), ("entity", "what")),
+    "AuditEvent": (("entity", "what"),),
+    "List": (("entry", "item"),),
+    "Composition": (("section", "entry"), ("section", "section", "entry")),
+    "DocumentReference": (("context", "related"),),
+    "DocumentManifest": (("content",), ("related", "ref")),
+    "Linkage": (("item", "resource"),),
+    "Consent": (("provision", "data", "reference"),),
+    "DetectedIssue": (("implicated",),),
+    "Communication": (("about",),),
+    "CommunicationRequest": (("about",),),
+    "Task": (("focus",),),
+    "MeasureReport": (("evaluatedResource",),),
+    "ClinicalImpression": (("investigation", "item"), ("finding", "itemReference")),
+}
+_LITERAL = re.compile(
+    r"^(?:[a-z][a-z0-9+.-]*://[^?#]*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+)
+
+
+def _at(node: Any, path: tuple[str, ...]) -> list[Any]:
+    if not path:
+        return node if isinstance(node, list) else [node]
+    items = node if isinstance(node, list) else [node]
+    return [v for item in items if isinstance(item, dict) for v in _at(item.get(path[0]), path[1:])]
+
+
+def about_references(resource: dict[str, Any]) -> list[str]:
+    """The records ("Type/id") a describing resource is about, patients aside (they are its own)."""
+    found: list[str] = []
+    for path in ABOUT_ELEMENTS.get(str(resource.get("resourceType")), ()):
+        for ref in _at(resource, path):
+            value = ref.get("reference") if isinstance(ref, dict) else None
+            match = _LITERAL.match(value) if isinstance(value, str) else None
+            if match and match[1] != "Patient" and f"{match[1]}/{match[2]}" not in found:
+                found.append(f"{match[1]}/{match[2]}")
+    return found
+
+
 @dataclass
 class Slot:
     """Where one resource sits in the response, so its verdict can be applied in place."""
@@ -218,8 +260,13 @@ class Slot:
     entry: dict[str, Any] | None = None  # its Bundle entry
     bundle: dict[str, Any] | None = None  # the Bundle it is in
     parent: dict[str, Any] | None = None  # for a contained resource: the resource that contains it
+    #: Patients of the records it is about (a Provenance's target): they are its patients too.
+    about: set[str] = field(default_factory=set)
 
     def patients(self) -> set[str]:
+        return self._own_patients() | self.about
+
+    def _own_patients(self) -> set[str]:
         """Its patients where it sits (its container's `#id`s, its Bundle's fullUrls). A resource
         contained in another, or embedded in a stored Bundle (a document, a collection), is not the
         server's record: a Patient there has no identity the gateway can check."""

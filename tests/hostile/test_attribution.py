@@ -7,40 +7,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 
-from gateway.app import create_app
 from tests.conftest import auth, read_audit
 from tests.gateway.fhir.test_attribution import NATIONAL_ID, discharge_summary, observation, person
+from tests.hostile.conftest import stored
 
 pytestmark = pytest.mark.integration
 NAME = "洪玉英"
 
 
-async def stored(fhir_server: Any, resource: dict[str, Any]) -> dict[str, Any]:
-    """Written straight to the FHIR server (set-up, not through the gateway)."""
-    async with aiohttp.ClientSession() as s:
-        body = {k: v for k, v in resource.items() if k != "id"}
-        async with s.post(f"{fhir_server.base}/{resource['resourceType']}", json=body) as r:
-            assert r.status == 201, await r.text()
-            return await r.json(content_type=None)
-
-
 def leaked(answer: Any) -> bool:
     text = json.dumps(answer, ensure_ascii=False)
     return NAME in text or NATIONAL_ID["value"] in text
-
-
-@pytest.fixture(params=["embedded", "opa"])
-async def client(
-    request: pytest.FixtureRequest, aiohttp_client: Any, make_settings: Any, fhir_server: Any
-) -> Any:
-    opa_url = request.getfixturevalue("opa_server").url if request.param == "opa" else ""
-    settings = make_settings(fhir_server.base, request.param, opa_url)
-    c = await aiohttp_client(create_app(settings))
-    c.settings = settings
-    return c
 
 
 async def get(client: Any, path: str, token: str, purpose: str = "TREAT") -> tuple[int, Any, dict[str, Any]]:
