@@ -1,4 +1,5 @@
-"""The aiohttp application: the gateway's parts started and stopped together, and its routes."""
+"""The aiohttp application: the gateway's parts started and stopped together, and its routes; every
+request passes the edge (gateway/edge.py) first."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from gateway.admin import add_admin_routes
 from gateway.audit.admin import ROUTES as AUDIT_ROUTES
 from gateway.config import Settings
+from gateway.edge import HEALTH_PATHS, edge, parser_limits
 from gateway.pipeline import FHIR_PREFIX, handle_fhir
 from gateway.runtime import GATEWAY, Gateway
 
@@ -29,7 +31,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, gateway: Gateway | None = None) -> web.Application:
     gw = gateway or Gateway.from_settings(settings)
-    app = web.Application(client_max_size=settings.max_request_bytes)
+    app = web.Application(
+        client_max_size=settings.max_request_bytes,
+        middlewares=[edge],
+        # On the application, not the runner: every server of this app (emrguard serve, the tests'
+        # aiohttp_client) parses with these limits.
+        handler_args=parser_limits(gw.settings),
+    )
     app[GATEWAY] = gw
 
     async def parts(app: web.Application) -> AsyncIterator[None]:
@@ -37,11 +45,11 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> web.Applic
             yield
 
     app.cleanup_ctx.append(parts)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_get(HEALTH_PATHS[0], healthz)
+    app.router.add_get(HEALTH_PATHS[1], readyz)
     app.router.add_route("*", FHIR_PREFIX, handle_fhir)
     # [\s\S]: a newline in the path must reach the handler (and be refused and audited there),
-    # not fall through to aiohttp's unaudited 404.
+    # not fall through to the edge's 404.
     app.router.add_route("*", FHIR_PREFIX + "/{tail:[\\s\\S]*}", handle_fhir)
     add_admin_routes(app, AUDIT_ROUTES + [r for p in gw.plugins for r in p.admin_routes()])
     return app

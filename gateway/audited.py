@@ -1,10 +1,12 @@
 """The audited request: the one place the II.2 invariant lives — no answer without its record.
 
-Every handler under ``/fhir`` and ``/admin`` is wrapped by :func:`audited`. The wrapper makes the
-request's context and id (bound into structlog's contextvars, so every log line of the request
-carries it), runs the handler, turns any exception into a FHIR ``OperationOutcome`` (zh + en), and
-commits the audit record. Only then is the answer released; if the record cannot be written the
-caller gets 503 and nothing else (fail closed). Handlers return data (:class:`Reply`) and raise
+Every handler under ``/fhir`` and ``/admin`` is wrapped by :func:`audited`, and so is every
+refusal at the edge (gateway/app.py: an unknown path, a request over the size limits) through
+:func:`refuse` and :data:`EDGE_SURFACE`. The wrapper makes the request's context and id (bound
+into structlog's contextvars, so every log line of the request carries it), runs the handler,
+turns any exception into a FHIR ``OperationOutcome`` (zh + en), and commits the audit record.
+Only then is the answer released; if the record cannot be written the caller gets 503 and nothing
+else (fail closed). Handlers return data (:class:`Reply`) and raise
 :class:`~gateway.errors.GatewayError`; they never build responses or write audit records.
 """
 
@@ -131,3 +133,31 @@ FHIR_SURFACE = Surface(
     ),
     path=lambda request: request.match_info.get("tail", ""),
 )
+
+
+#: The longest raw path an edge refusal records (the record bounds every text field again).
+MAX_EDGE_PATH = 1024
+
+
+def _raw_path(request: web.Request) -> str:
+    """The path exactly as sent (no decoding, no normalising), without the query, bounded."""
+    return request.raw_path.partition("?")[0][:MAX_EDGE_PATH]
+
+
+#: What the edge refuses before any surface's handler runs: FHIR JSON (an OperationOutcome), and
+#: the audit record's ``path`` is the raw path, so ``//fhir/x`` is recorded as sent.
+EDGE_SURFACE = Surface(
+    content_type=FHIR_JSON,
+    internal=FHIR_SURFACE.internal,
+    unavailable=FHIR_SURFACE.unavailable,
+    path=_raw_path,
+)
+
+
+def refuse(err: GatewayError) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The audited answer to a request refused at the edge (gateway/app.py): ``err``, recorded (II.2)."""
+
+    async def refused(request: web.Request, ctx: RequestContext) -> Reply:
+        raise err
+
+    return audited(EDGE_SURFACE, refused)

@@ -49,6 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         f", store: {settings.db})",
         file=sys.stderr,
     )
+    # The app carries aiohttp's parser limits (handler_args, gateway/app.py parser_limits), raised
+    # above max_url_bytes / max_header_bytes / max_header_count so those are answered audited.
     web.run_app(app, host=settings.listen_host, port=settings.listen_port, print=None, access_log=None)
     return 0
 

@@ -36,6 +36,10 @@ REMOVED_KEYS = {
 }
 
 
+#: The longest break-glass reason kept (characters, after cleaning; plugins/break_glass).
+MAX_BREAK_GLASS_REASON = 500
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or wrong; the message names the key."""
 
@@ -57,6 +61,12 @@ class Settings:
     upstream_pool_size: int = 100
     max_request_bytes: int = 10 * 1024 * 1024
     max_response_bytes: int = 64 * 1024 * 1024
+    #: The request target (path and query, bytes as sent); longer: an audited 414 (II.2).
+    max_url_bytes: int = 8192
+    #: One header field (name and value, bytes as sent); longer: an audited 431 (II.2).
+    max_header_bytes: int = 8192
+    #: Header fields in one request; more: an audited 431 (II.2).
+    max_header_count: int = 100
     # --- operator tokens (II.1) ------------------------------------------------------------
     jwks_url: str = ""
     jwt_public_key_files: tuple[str, ...] = ()
@@ -106,6 +116,9 @@ class Settings:
     watermark_secret: str = ""
     #: Elements whose free text carries the invisible watermark (dotted paths through lists).
     watermark_fields: tuple[str, ...] = ("text.div", "note.text", "valueString", "description", "conclusion")
+    #: I.4: letters or digits (a Chinese character is a letter) a break-glass reason must have,
+    #: once whitespace and invisible characters are taken out.
+    break_glass_min_reason_chars: int = 4
     # --- admin API: which roles may do what ---------------------------------------------------
     admin_seal_roles: tuple[str, ...] = ("records_officer", "security_officer")
     admin_grant_roles: tuple[str, ...] = ("security_officer", "records_officer", "admin")
@@ -266,6 +279,15 @@ def validate(s: Settings) -> None:
     for key in ("max_request_bytes", "max_response_bytes", "upstream_pool_size"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"config key '{key}' must be greater than 0")
+    # aiohttp's own parser limits are set above these (gateway/app.py), so they stay bounded too.
+    for key, most in (("max_url_bytes", 1 << 20), ("max_header_bytes", 1 << 20), ("max_header_count", 1000)):
+        if not 0 < getattr(s, key) <= most:
+            raise ConfigError(f"config key '{key}' must be greater than 0 and at most {most}")
+    if not 0 < s.break_glass_min_reason_chars <= MAX_BREAK_GLASS_REASON:
+        raise ConfigError(
+            f"config key 'break_glass_min_reason_chars' must be between 1 and {MAX_BREAK_GLASS_REASON} "
+            "(an emergency access must say why, I.4)"
+        )
     if not s.db:
         raise ConfigError("config key 'db' is required (SQLite file path)")
     if "watermark" in s.plugins and len(s.watermark_secret) < 32:

@@ -70,15 +70,16 @@ async def explain(gw: Gateway, ctx: RequestContext, body: Any) -> dict[str, Any]
         query_string=url.query,
         client_address=None,
         user_agent="explain",
-        headers={},
+        # The reason goes where a real request carries it, so the break-glass control judges it alike.
+        headers={"X-Break-Glass-Reason": str(body["break_glass_reason"])}
+        if body.get("break_glass_reason")
+        else {},
     )
     sim.operator = operator
     sim.purpose = body.get("purpose")
     sim.fhir = parse_request(
         sim.method, sim.path, parse_qsl(url.query, keep_blank_values=True), req.get("body")
     )
-    if body.get("break_glass_reason"):
-        sim.policy_input["break_glass"] = {"reason": str(body["break_glass_reason"])}
     given = (
         {p: facts for p, facts in (body.get("patients") or {}).items() if isinstance(facts, dict)}
         if isinstance(body.get("patients"), dict)
