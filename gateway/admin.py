@@ -276,7 +276,7 @@ def admin_handler(route: AdminRoute) -> Callable[[web.Request], Awaitable[web.St
         gw = request.app[GATEWAY]
         call = Call(route.action, route.clause, ctx.audit_extra["admin"]["target"])
         try:
-            ctx.operator = await gw.verifier.verify(request.headers.get("Authorization"))
+            ctx.operator = await gw.verifier.verify_headers(request.headers)
             if route.roles is not None:
                 allowed = route.roles(gw.settings)
                 if not set(ctx.operator.roles) & set(allowed):

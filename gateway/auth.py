@@ -196,6 +196,25 @@ class TokenVerifier:
     async def close(self) -> None:
         await self.keys.close()
 
+    async def verify_headers(self, headers: Any) -> Operator:
+        """The operator of a request: exactly one Authorization header (a proxy in front may have
+        checked another one than the gateway would read)."""
+        values = headers.getall("Authorization", [])
+        if len(values) > 1:
+            raise GatewayError(
+                400,
+                "invalid",
+                [
+                    Reason(
+                        rules.AUTH_SEVERAL,
+                        "more than one Authorization header: send exactly one",
+                        "存在多个 Authorization 请求头:只能发送一个",
+                        CLAUSE,
+                    )
+                ],
+            )
+        return await self.verify(values[0] if values else None)
+
     async def verify(self, authorization: str | None) -> Operator:
         cached = self._verified.get(authorization or "")
         if cached is not None:

@@ -90,18 +90,22 @@ def _audit_search(args: argparse.Namespace) -> int:
     from plugins.balp.event import to_audit_event
 
     db = _open_audit_db(args.db)
-    query = audit_search.AuditQuery(
-        patient=args.patient,
-        operator=args.operator,
-        time_from=args.time_from,
-        time_to=args.time_to,
-        purpose=args.purpose,
-        decision=args.decision,
-        resource_type=args.resource_type,
-        resource_id=args.resource_id,
-        request_id=args.request_id,
-        limit=args.limit,
-    )
+    try:
+        query = audit_search.AuditQuery(
+            patient=args.patient,
+            operator=args.operator,
+            time_from=args.time_from,
+            time_to=args.time_to,
+            purpose=args.purpose,
+            decision=args.decision,
+            resource_type=args.resource_type,
+            resource_id=args.resource_id,
+            request_id=args.request_id,
+            limit=args.limit,
+        )
+    except audit_search.TimeError as exc:
+        print(f"emrguard: {exc} (e.g. 2026-12-01T08:00:00Z or 2026-12-01T16:00:00+08:00)", file=sys.stderr)
+        return 2
     while True:
         page = audit_search.run(db, query)  # type: ignore[arg-type]
         for record in page["records"]:
@@ -193,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     srch.add_argument("--db", help="SQLite store (default: $EMRGUARD_DB)")
     for name in ("patient", "operator", "purpose", "decision", "resource-type", "resource-id", "request-id"):
         srch.add_argument(f"--{name}")
-    srch.add_argument("--from", dest="time_from", help="RFC 3339 time, inclusive")
-    srch.add_argument("--to", dest="time_to", help="RFC 3339 time, exclusive")
+    srch.add_argument(
+        "--from", dest="time_from", help="time with its offset (Z, +08:00; none = UTC), inclusive"
+    )
+    srch.add_argument("--to", dest="time_to", help="time with its offset (Z, +08:00; none = UTC), exclusive")
     srch.add_argument("--limit", type=int, default=100)
     srch.add_argument("--all", action="store_true", help="follow every page (bulk export)")
     srch.add_argument("--balp", action="store_true", help="as FHIR AuditEvents (IHE BALP), NDJSON")

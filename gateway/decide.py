@@ -166,12 +166,20 @@ def distinct_entries(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
 
 
 def raise_alerts(ctx: RequestContext, obligations: list[dict[str, Any]]) -> None:
-    """Alert obligations (II.3) are committed with the audit record of this request."""
+    """Alert obligations (II.3) are committed with the audit record of this request, one per event:
+    the request and the response decision (and a write's second decision) may each ask for the same
+    break-glass or seal-access alert, and management must not count it twice. An alert of an event
+    already raised is merged into it (its patients joined), never raised again."""
     for o in obligations:
-        if o.get("type") == "alert":
-            ctx.alerts.append(
-                {**o, "request_id": ctx.request_id, "operator": ctx.operator.id if ctx.operator else None}
-            )
+        if o.get("type") != "alert":
+            continue
+        same = next((a for a in ctx.alerts if a.get("event") == o.get("event")), None)
+        if same is not None:
+            same["patients"] = sorted(set(same.get("patients") or []) | set(o.get("patients") or []))
+            continue
+        ctx.alerts.append(
+            {**o, "request_id": ctx.request_id, "operator": ctx.operator.id if ctx.operator else None}
+        )
 
 
 async def _ask(ctx: RequestContext, call: Awaitable[T]) -> T:

@@ -38,7 +38,7 @@ FHIR_PREFIX = "/fhir"
 async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
     gw = request.app[GATEWAY]
     # 1. Who is asking (II.1).
-    ctx.operator = await gw.verifier.verify(request.headers.get("Authorization"))
+    ctx.operator = await gw.verifier.verify_headers(request.headers)
     # 2. What they ask for: JSON only, a FHIR interaction the gateway understands, a valid write;
     #    a page of an earlier search is that search again (the gateway owns paging, gateway/paging.py).
     query = list(request.query.items())

@@ -84,6 +84,8 @@ AUTH_WRONG_AUDIENCE = "auth.wrong-audience"
 AUTH_MISSING_CLAIM = "auth.missing-claim"
 #: II.1: the token is invalid for another reason
 AUTH_INVALID_TOKEN = "auth.invalid-token"
+#: II.1: more than one Authorization header
+AUTH_SEVERAL = "auth.several-credentials"
 #: II.1: no personal operator id (sub) in the token
 AUTH_NO_OPERATOR = "auth.no-operator"
 #: the caller holds none of the roles the endpoint is open to

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import rules
 from gateway.admin import Call, FieldError, patient_field, target_patient
-from gateway.audit.search import AuditQuery
+from gateway.audit.search import AuditQuery, TimeError
 from gateway.audited import Reply
 from gateway.config import Settings
 from gateway.context import RequestContext
@@ -22,6 +22,13 @@ def audit_query(request: web.Request) -> AuditQuery:
     """The search parameters of an audit search or export, or a FieldError naming the bad one."""
     try:
         return AuditQuery.from_mapping(request.query)
+    except TimeError as exc:
+        raise FieldError(
+            exc.key,
+            f"'{exc.key}' must be a time such as 2026-12-01T08:00:00Z or 2026-12-01T16:00:00+08:00",
+            f"“{exc.key}”必须是时间,例如 2026-12-01T08:00:00Z 或 2026-12-01T16:00:00+08:00",
+            "II.2",
+        ) from None
     except ValueError:
         raise FieldError(
             "cursor", "'limit' and 'cursor' must be whole numbers", "“limit”和“cursor”必须是整数", "II.2"

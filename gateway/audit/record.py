@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from gateway.context import RequestContext
 
@@ -18,6 +19,36 @@ def _text(value: str | None, limit: int = 2048) -> str | None:
     if value is None:
         return None
     return value[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
+#: Query parameters that carry credentials: recorded as "[redacted]", never as sent (anyone who reads
+#: the trail or the shipped log could replay them).
+SECRET_PARAMS = frozenset(
+    {
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "code",
+        "client_secret",
+        "client_assertion",
+        "password",
+        "token",
+        "jwt",
+    }
+)
+
+
+def redacted_query(query: str) -> str:
+    """The query string with the values of credential parameters replaced."""
+    if not query:
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, sep, _ = part.partition("=")
+        parts.append(
+            f"{name}=[redacted]" if sep and unquote(name).split(":")[0].lower() in SECRET_PARAMS else part
+        )
+    return "&".join(parts)
 
 
 def build_record(ctx: RequestContext) -> dict[str, Any]:
@@ -37,7 +68,7 @@ def build_record(ctx: RequestContext) -> dict[str, Any]:
         "user_agent": _text(ctx.user_agent),
         "method": ctx.method,
         "path": _text(ctx.path),
-        "query": _text(ctx.query_string),
+        "query": _text(redacted_query(ctx.query_string)),
         "interaction": fhir.interaction if fhir else None,
         "resource_type": fhir.resource_type if fhir else None,
         "resource_id": fhir.id if fhir else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,11 +20,33 @@ import orjson
 MAX_LIMIT = 1000
 
 
+class TimeError(ValueError):
+    """A time the search cannot read; names the parameter."""
+
+    def __init__(self, key: str, value: str) -> None:
+        super().__init__(f"'{key}': '{value[:64]}' is not a time")
+        self.key = key
+
+
+def audit_time(value: str, key: str = "from") -> str:
+    """A time as the records store it (UTC, milliseconds, "+00:00"), from RFC 3339 / ISO 8601 with
+    any offset: ``2026-12-01T08:00:00Z``, ``2026-12-01T16:00:00+08:00`` (China time), or no offset
+    (read as UTC); a date alone is its midnight. Records compare as text in that one form."""
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+    except ValueError:
+        raise TimeError(key, value) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 @dataclass
 class AuditQuery:
     patient: str | None = None
     operator: str | None = None
-    time_from: str | None = None  # RFC 3339, inclusive
+    time_from: str | None = None  # RFC 3339 with its offset (audit_time), inclusive
     time_to: str | None = None  # exclusive
     purpose: str | None = None
     decision: str | None = None
@@ -32,6 +55,12 @@ class AuditQuery:
     request_id: str | None = None
     cursor: int | None = None  # seq of the last record of the previous page
     limit: int = 100
+
+    def __post_init__(self) -> None:
+        if self.time_from is not None:
+            self.time_from = audit_time(self.time_from, "from")
+        if self.time_to is not None:
+            self.time_to = audit_time(self.time_to, "to")
 
     @classmethod
     def from_mapping(cls, q: Any) -> AuditQuery:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from devtools import tokens
+from gateway.app import create_app
 from gateway.auth import TokenVerifier, claim
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from tests.conftest import UNREACHABLE, read_audit
 
 
 @pytest.fixture
@@ -82,3 +86,35 @@ def test_claim_paths() -> None:
     assert claim(claims, "realm_access.roles") == ["a"]
     assert claim(claims, "dept") == "icu"
     assert claim(claims, "missing.path") is None
+
+
+async def test_two_authorization_headers_are_refused_and_audited(
+    aiohttp_client: Any, make_settings: Any, idp: Any
+) -> None:
+    """A proxy in front may have checked the other header than the one the gateway would read (II.1)."""
+    from multidict import CIMultiDict
+
+    settings = make_settings(UNREACHABLE)
+    client = await aiohttp_client(create_app(settings))
+    for path in ("/fhir/Patient/p1", "/admin/audit"):
+        headers = CIMultiDict(
+            [("Authorization", f"Bearer {idp.token('security_officer')}"), ("Authorization", "Bearer x")]
+        )
+        resp = await client.get(path, headers=headers)
+        assert resp.status == 400, path
+        body = await resp.json(content_type=None)
+        assert body["issue"][0]["details"]["coding"][0]["code"] == "auth.several-credentials"
+        assert read_audit(settings)[-1]["request_id"] == resp.headers["X-Request-Id"]
+
+
+async def test_credentials_in_the_query_are_never_recorded(
+    aiohttp_client: Any, make_settings: Any, idp: Any
+) -> None:
+    settings = make_settings(UNREACHABLE)
+    client = await aiohttp_client(create_app(settings))
+    token = idp.token("nurse")
+    resp = await client.get(f"/fhir/Patient?access_token={token}&name=x&client_secret=s3cr3t&code=c0de")
+    assert resp.status == 401
+    raw = json.dumps(read_audit(settings)[-1])
+    assert token not in raw and "s3cr3t" not in raw and "c0de" not in raw
+    assert "access_token=[redacted]" in raw and "name=x" in raw

@@ -85,3 +85,31 @@ async def test_cli_search_and_ndjson_export(admin: Admin, capsys: pytest.Capture
     assert main(["audit", "search", "--db", db, "--patient", "Patient/p0", "--balp"]) == 0
     events = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert events and all(e["resourceType"] == "AuditEvent" for e in events)
+
+
+async def test_search_by_time_reads_the_offset(admin: Admin) -> None:
+    """`from=…Z` includes that second; China time (+08:00) is the same instant; no offset is UTC."""
+    await fill(admin, 20)
+    expected = ["req-00006", "req-00005"]
+    for since, until in (
+        ("2026-12-01T08:00:05Z", "2026-12-01T08:00:07Z"),
+        ("2026-12-01T16:00:05+08:00", "2026-12-01T16:00:07+08:00"),
+        ("2026-12-01T08:00:05", "2026-12-01T08:00:07.000+00:00"),
+    ):
+        status, body = await admin.get("/admin/audit", SEC, **{"from": since, "to": until})
+        assert status == 200 and [r["request_id"] for r in body["records"]] == expected, since
+    status, body = await admin.get("/admin/audit", SEC, **{"from": "yesterday"})
+    assert status == 400 and body["issue"][0]["expression"] == ["from"]
+    code = main(
+        [
+            "audit",
+            "search",
+            "--db",
+            admin.settings.db,
+            "--from",
+            "2026-12-01T16:00:05+08:00",
+            "--to",
+            "2026-12-01T16:00:07+08:00",
+        ]
+    )
+    assert code == 0
