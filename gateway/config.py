@@ -97,7 +97,7 @@ class Settings:
     audit_signing_key_file: str = ""
     #: Where signed checkpoints go (JSON lines, outside the database); they also go to the log stream.
     audit_checkpoint_file: str = ""
-    audit_checkpoint_interval_seconds: float = 5.0
+    audit_checkpoint_interval_seconds: float = 1.0
     #: A FHIR server that keeps AuditEvents (IHE BALP); empty: no forwarding.
     audit_forward_url: str = ""
     audit_forward_authorization: str = ""

@@ -36,7 +36,7 @@ class Checkpointer:
 
     async def close(self) -> None:
         await stop_task(self._task)
-        await self.checkpoint()
+        await self.checkpoint(final=True)
 
     async def _loop(self) -> None:
         while True:
@@ -46,12 +46,13 @@ class Checkpointer:
             except OSError:
                 self.log.error("audit_checkpoint_failed", path=str(self.path))
 
-    async def checkpoint(self) -> dict[str, Any] | None:
+    async def checkpoint(self, final: bool = False) -> dict[str, Any] | None:
+        """Sign the chain's head; ``final`` at a clean shutdown (nothing may follow until restart)."""
         head, seq = self.store.chain_head
-        if seq == 0 or seq == self.signed_seq:
+        if seq == 0 or (seq == self.signed_seq and not final):
             return None
         cp = sign_checkpoint(
-            self.key, seq, head, datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            self.key, seq, head, datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), final
         )
         line = orjson.dumps(cp) + b"\n"
         await asyncio.to_thread(self._append, line)

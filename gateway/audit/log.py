@@ -29,6 +29,7 @@ class AuditLog:
         self._log: Any = None
         self._checkpoint_settings = checkpoints
         self.checkpointer: Checkpointer | None = None
+        self.closed = False
 
     async def start(self) -> None:
         if self.destination == "-":
@@ -46,6 +47,7 @@ class AuditLog:
             self.checkpointer.start()
 
     async def close(self) -> None:
+        self.closed = True  # nothing is recorded after the final checkpoint: a late request gets 503
         if self.checkpointer is not None:
             await self.checkpointer.close()
         if self._file is not None:
@@ -53,6 +55,8 @@ class AuditLog:
             self._file = None
 
     async def write(self, ctx: RequestContext) -> dict[str, Any]:
+        if self.closed:
+            raise RuntimeError("the audit trail is closed (shutting down)")
         record = build_record(ctx)
         for alert in ctx.alerts:  # II.3: alerts first, so no audited access lacks its alert
             event = {**alert, "time": record["time"]}

@@ -132,3 +132,90 @@ def test_forged_checkpoint_is_caught(trail: dict, capsys: pytest.CaptureFixture[
     trail["checkpoints"].write_text("\n".join([*lines[:-1], json.dumps(forged)]) + "\n")
     code, out = run_verify(trail, capsys)
     assert code == 1 and "signature invalid" in " ".join(out["problems"])
+
+
+def test_a_deleted_patient_index_row_is_caught(trail: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """Deleting audit_patient rows hides accesses from "who saw Patient/x": the index is verified too."""
+    with sqlite3.connect(trail["db"]) as db:
+        db.execute("DELETE FROM audit_patient WHERE seq = 9 AND role = 'disclosed'")
+    code, out = run_verify(trail, capsys)
+    assert code == 1 and out["first_broken_seq"] == 9 and "patient index" in out["problems"][0]
+
+
+def test_an_added_patient_index_row_is_caught(trail: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    with sqlite3.connect(trail["db"]) as db:
+        db.execute(
+            "INSERT INTO audit_patient (seq, patient, role) VALUES (3, 'Patient/innocent', 'disclosed')"
+        )
+        db.execute("INSERT INTO audit_patient (seq, patient, role) VALUES (999, 'Patient/p1', 'targeted')")
+    code, out = run_verify(trail, capsys)
+    assert code == 1 and out["first_broken_seq"] == 3
+    assert any("999" in p for p in out["problems"])
+
+
+def forge(db_path: Path, i: int) -> None:
+    """Append a record with a correctly recomputed chain hash, as an attacker with the file would."""
+    from gateway.audit.chain import canonical, chain_hash
+
+    rec = record(i)
+    with sqlite3.connect(db_path) as db:
+        prev = db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()[0]
+        blob = canonical(rec)
+        cur = db.execute(
+            "INSERT INTO audit (request_id, time, operator, purpose, interaction, resource_type, decision, status,"
+            " record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec["request_id"],
+                rec["time"],
+                rec["operator"],
+                rec["purpose"],
+                rec["interaction"],
+                rec["resource_type"],
+                rec["decision"],
+                rec["status"],
+                blob,
+                prev,
+                chain_hash(prev, blob),
+            ),
+        )
+        for p in rec["patients_targeted"]:
+            db.execute("INSERT INTO audit_patient VALUES (?, ?, 'targeted')", (cur.lastrowid, p))
+        for p in rec["patients_disclosed"]:
+            db.execute("INSERT INTO audit_patient VALUES (?, ?, 'disclosed')", (cur.lastrowid, p))
+
+
+def test_a_record_forged_after_the_last_checkpoint_is_reported(
+    trail: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forge(trail["db"], 21)
+    code, out = run_verify(trail, capsys)
+    assert code == 0 and out["warnings"] == [
+        "1 record(s) after the last signed checkpoint (record 20): not yet anchored, so their deletion or "
+        "rewriting would not be detected"
+    ]
+
+
+async def test_a_record_after_a_clean_shutdown_checkpoint_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "k.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    db, checkpoints = tmp_path / "a.sqlite", tmp_path / "cp.jsonl"
+    store = Store(str(db))
+    await store.start()
+    cp = Checkpointer(store, str(key_file), str(checkpoints), 3600, _Log())
+    for i in range(1, 6):
+        await store.insert_audit(record(i))
+    await cp.close()  # the clean shutdown signs a final checkpoint
+    await store.close()
+    trail = {"db": db, "checkpoints": checkpoints, "key": key_file}
+    code, out = run_verify(trail, capsys)
+    assert code == 0 and out["warnings"] == []
+    forge(db, 6)
+    code, out = run_verify(trail, capsys)
+    assert code == 1 and out["first_broken_seq"] == 6 and "clean shutdown" in out["problems"][0]
