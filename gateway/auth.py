@@ -64,14 +64,22 @@ def claim(claims: dict[str, Any], path: str) -> Any:
     return node
 
 
-def _as_list(value: Any) -> tuple[str, ...]:
+def roles_of(value: Any, claim_format: str) -> tuple[str, ...]:
+    """The roles claim: an array of strings; a space-separated string only where the identity
+    provider is configured to send that form (``roles_claim_format``). Anything else is refused:
+    guessing at a claim's shape is how a role nobody granted gets in (II.1)."""
     if value is None:
         return ()
-    if isinstance(value, str):
-        return tuple(v for v in value.replace(",", " ").split() if v)
-    if isinstance(value, list):
-        return tuple(str(v) for v in value)
-    return (str(value),)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if isinstance(value, str) and claim_format == "space-separated":
+        return tuple(value.split())
+    raise unauthorized(
+        rules.AUTH_ROLES_FORMAT,
+        "the token's roles claim is not an array of strings (if the identity provider sends them "
+        "space-separated, set roles_claim_format = 'space-separated')",
+        "令牌的角色声明不是字符串数组(如身份认证服务以空格分隔发送,请设置 roles_claim_format = 'space-separated')",
+    )
 
 
 class KeyStore:
@@ -187,7 +195,7 @@ class TokenVerifier:
         self.settings = settings
         self.keys = KeyStore(settings)
         self.algorithms = [a for a in settings.jwt_algorithms if a in ALLOWED_JWT_ALGORITHMS]
-        self._verified: OrderedDict[str, tuple[Operator, float]] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[Operator, float, float]] = OrderedDict()
         self.keys.on_rotation = self._verified.clear
 
     async def start(self) -> None:
@@ -218,13 +226,16 @@ class TokenVerifier:
     async def verify(self, authorization: str | None) -> Operator:
         cached = self._verified.get(authorization or "")
         if cached is not None:
-            operator, expires = cached
-            if time.time() < expires + self.settings.jwt_leeway_seconds:
+            operator, expires, verified_at = cached
+            # Also re-verified once per jwks_cache_seconds: a key the identity provider withdrew
+            # must stop opening the gateway within that time, not at the token's expiry.
+            fresh = time.monotonic() - verified_at < self.settings.jwks_cache_seconds
+            if fresh and time.time() < expires + self.settings.jwt_leeway_seconds:
                 self._verified.move_to_end(authorization or "")
                 return operator
             del self._verified[authorization or ""]
         operator, expires = await self._verify(authorization)
-        self._verified[authorization or ""] = (operator, expires)
+        self._verified[authorization or ""] = (operator, expires, time.monotonic())
         if len(self._verified) > self.CACHE_SIZE:
             self._verified.popitem(last=False)
         return operator
@@ -316,7 +327,7 @@ class TokenVerifier:
         operator = Operator(
             id=sub,
             name=str(claim(claims, s.name_claim) or ""),
-            roles=_as_list(claim(claims, s.roles_claim)),
+            roles=roles_of(claim(claims, s.roles_claim), s.roles_claim_format),
             dept=str(claim(claims, s.dept_claim) or ""),
             org=str(claim(claims, s.org_claim) or ""),
             claims=claims,

@@ -77,8 +77,13 @@ class Settings:
     #: An unknown ``kid`` triggers a JWKS refetch at most this often, so random kids cannot
     #: flood the identity provider.
     jwks_min_refresh_seconds: float = 30.0
-    jwks_cache_seconds: float = 3600.0
+    #: How long the identity provider's keys — and a token verified with them — are trusted before
+    #: they are fetched (verified) again: a withdrawn key stops working within this time.
+    jwks_cache_seconds: float = 300.0
     roles_claim: str = "roles"
+    #: "array" (a JSON array of strings), or "space-separated" for identity providers that send one
+    #: string (OAuth scope style). Any other shape is refused.
+    roles_claim_format: str = "array"
     dept_claim: str = "dept"
     name_claim: str = "name"
     org_claim: str = "org"
@@ -259,6 +264,12 @@ def validate(s: Settings) -> None:
             f"config key 'jwt_algorithms': {bad_alg or 'empty'} not allowed; use asymmetric algorithms from "
             f"{sorted(ALLOWED_JWT_ALGORITHMS)} (never 'none', never HMAC)"
         )
+    if s.roles_claim_format not in ("array", "space-separated"):
+        raise ConfigError(
+            f"config key 'roles_claim_format': '{s.roles_claim_format}' is not 'array' or 'space-separated'"
+        )
+    if s.jwks_cache_seconds <= 0 or s.jwks_cache_seconds > 3600:
+        raise ConfigError("config key 'jwks_cache_seconds' must be greater than 0 and at most 3600")
     if s.policy_engine not in POLICY_ENGINES:
         raise ConfigError(
             f"config key 'policy_engine': '{s.policy_engine}' is not one of {list(POLICY_ENGINES)}"

@@ -86,6 +86,8 @@ AUTH_MISSING_CLAIM = "auth.missing-claim"
 AUTH_INVALID_TOKEN = "auth.invalid-token"
 #: II.1: more than one Authorization header
 AUTH_SEVERAL = "auth.several-credentials"
+#: II.1: the roles claim is not an array of strings (nor the configured space-separated form)
+AUTH_ROLES_FORMAT = "auth.roles-format"
 #: II.1: no personal operator id (sub) in the token
 AUTH_NO_OPERATOR = "auth.no-operator"
 #: the caller holds none of the roles the endpoint is open to

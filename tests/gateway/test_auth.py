@@ -15,7 +15,7 @@ from gateway.app import create_app
 from gateway.auth import TokenVerifier, claim
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from tests.conftest import UNREACHABLE, read_audit
+from tests.conftest import AUDIENCE, ISSUER, UNREACHABLE, read_audit
 
 
 @pytest.fixture
@@ -118,3 +118,76 @@ async def test_credentials_in_the_query_are_never_recorded(
     raw = json.dumps(read_audit(settings)[-1])
     assert token not in raw and "s3cr3t" not in raw and "c0de" not in raw
     assert "access_token=[redacted]" in raw and "name=x" in raw
+
+
+@pytest.mark.parametrize("roles", ["nurse physician", "records_officer", {"nurse": True}, ["nurse", 7]])
+async def test_roles_of_another_shape_than_an_array_are_refused(pem_verifier, roles: Any) -> None:
+    """II.1: a string split on spaces could grant a role nobody granted; only the configured form."""
+    verifier, key = pem_verifier
+    token = tokens.mint(
+        key,
+        kid="hospital-idp",
+        issuer="iss",
+        audience="aud",
+        sub="u",
+        roles=[],
+        extra={"realm_access": {"roles": roles}},
+    )
+    with pytest.raises(GatewayError) as err:
+        await verifier.verify(f"Bearer {token}")
+    assert err.value.status == 401 and err.value.reasons[0].rule == "auth.roles-format"
+
+
+async def test_space_separated_roles_when_the_identity_provider_sends_them(tmp_path: Path) -> None:
+    key = tokens.generate_key()
+    pem = tmp_path / "idp.pem"
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    settings = Settings(
+        upstream_url="http://fhir",
+        jwt_public_key_files=(str(pem),),
+        issuer="iss",
+        audience="aud",
+        roles_claim_format="space-separated",
+    )
+    token = tokens.mint(
+        key, kid="idp", issuer="iss", audience="aud", sub="u", roles=[], extra={"roles": "nurse  pharmacist"}
+    )
+    assert (await TokenVerifier(settings).verify(f"Bearer {token}")).roles == ("nurse", "pharmacist")
+
+
+async def test_key_rotation_new_kid_fetched_withdrawn_kid_refused(idp: Any) -> None:
+    """A new key is fetched when a token names it; a key the identity provider withdrew stops
+    verifying within jwks_cache_seconds, also for a token verified with it before (real JWKS over HTTP)."""
+    settings = Settings(
+        upstream_url="http://fhir",
+        jwks_url=idp.url,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks_cache_seconds=0.5,
+        jwks_min_refresh_seconds=0.0,
+    )
+    verifier = TokenVerifier(settings)
+    await verifier.start()
+    old_jwks = dict(idp.jwks)
+    try:
+        old = idp.token("nurse", sub="n-rot")
+        assert (await verifier.verify(f"Bearer {old}")).id == "n-rot"
+        new_key = tokens.generate_key()
+        idp.jwks = {"keys": [*old_jwks["keys"], tokens.public_jwk(new_key, "key-2")]}
+        fresh = tokens.mint(
+            new_key, kid="key-2", issuer=ISSUER, audience=AUDIENCE, sub="n-new", roles=["nurse"]
+        )
+        assert (await verifier.verify(f"Bearer {fresh}")).id == "n-new"  # unknown kid: fetched
+        idp.jwks = {"keys": [tokens.public_jwk(new_key, "key-2")]}  # the old key withdrawn
+        await asyncio.sleep(0.6)
+        with pytest.raises(GatewayError) as err:
+            await verifier.verify(f"Bearer {old}")
+        assert err.value.status == 401 and err.value.reasons[0].rule == "auth.unknown-key"
+        assert (await verifier.verify(f"Bearer {fresh}")).id == "n-new"
+    finally:
+        idp.jwks = old_jwks
+        await verifier.close()
