@@ -182,7 +182,8 @@ async def test_key_rotation_new_kid_fetched_withdrawn_kid_refused(idp: Any) -> N
             new_key, kid="key-2", issuer=ISSUER, audience=AUDIENCE, sub="n-new", roles=["nurse"]
         )
         assert (await verifier.verify(f"Bearer {fresh}")).id == "n-new"  # unknown kid: fetched
-        idp.jwks = {"keys": [tokens.public_jwk(new_key, "key-2")]}  # the old key withdrawn
+        assert (await verifier.verify(f"Bearer {old}")).id == "n-rot"  # both keys published: cached again
+        idp.jwks = {"keys": [tokens.public_jwk(new_key, "key-2")]}  # the old key withdrawn, nothing else
         await asyncio.sleep(0.6)
         with pytest.raises(GatewayError) as err:
             await verifier.verify(f"Bearer {old}")
