@@ -16,15 +16,26 @@ CLAUSE_SYSTEM = "https://emrguard.example/fhir/CodeSystem/notice-262-clause"
 
 @dataclass(frozen=True)
 class Reason:
-    """Why something was refused (or allowed): a rule id, the clause it enforces, zh + en text."""
+    """Why something was refused (or allowed): a rule id, the clause it enforces, zh + en text.
+
+    ``en`` and ``zh`` are shown to the requester and name only what the requester sent. ``detail``
+    holds the specifics a policy knows and the requester must not learn (the patient of a record
+    read by id, a seal's case, a grant id, a record's grade): it is kept in the audit record
+    (:meth:`as_dict`) and never rendered (:func:`operation_outcome`).
+    """
 
     rule: str
     en: str
     zh: str
     clause: str = ""
+    detail: Any = field(default=None, hash=False)
 
-    def as_dict(self) -> dict[str, str]:
-        return {"rule": self.rule, "clause": self.clause, "en": self.en, "zh": self.zh}
+    def as_dict(self) -> dict[str, Any]:
+        """The reason for the audit record: with its ``detail`` when it has one."""
+        out: dict[str, Any] = {"rule": self.rule, "clause": self.clause, "en": self.en, "zh": self.zh}
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
 
     @classmethod
     def from_policy(cls, raw: Any) -> Reason:
@@ -35,6 +46,7 @@ class Reason:
                 en=str(raw.get("en", raw.get("rule", ""))),
                 zh=str(raw.get("zh", raw.get("en", ""))),
                 clause=str(raw.get("clause", "")),
+                detail=raw.get("detail"),
             )
         return cls(rule="policy", en=str(raw), zh=str(raw))
 
@@ -70,7 +82,8 @@ def error(
 
 
 def operation_outcome(err: GatewayError, request_id: str) -> dict[str, Any]:
-    """Render a GatewayError; one issue per reason."""
+    """Render a GatewayError; one issue per reason: its rule, clause, zh + en text and the request
+    id, never its ``detail`` (what the requester must not learn stays in the audit record)."""
     issues = []
     for r in err.reasons or [Reason("error", err.code, err.code)]:
         clause = f" [{r.clause}]" if r.clause else ""

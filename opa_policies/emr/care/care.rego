@@ -115,8 +115,8 @@ hint := {
 }
 
 else := {
-	"en": sprintf("they are not in the department of your active rotation (%s)", [data.emr.lib.joined(data.emr.grants.rotation_depts)]),
-	"zh": sprintf("患者不在您当前轮转科室(%s)", [data.emr.lib.joined(data.emr.grants.rotation_depts)]),
+	"en": "they are not in the department of your active rotation",
+	"zh": "患者不在您当前轮转科室",
 } if {
 	count(rotation_bound) > 0
 	count(bound) == count(data.emr.roles.active)
@@ -131,12 +131,16 @@ unrelated(ps) := {p | some p in ps; not p in reach_any}
 
 no_context(ps) := {p | some p in ps; not p in known_patients}
 
-context_note(ps) := {"en": "", "zh": ""} if count(no_context(ps)) == 0
+context_note(missing) := {"en": "", "zh": ""} if count(missing) == 0
 
 else := {
-	"en": sprintf(" (the gateway supplied no context for %s)", [data.emr.lib.joined(no_context(ps))]),
-	"zh": sprintf("(网关未提供 %s 的患者信息)", [data.emr.lib.joined(no_context(ps))]),
+	"en": " (the gateway supplied no context for a patient of it: departments, care team, seal)",
+	"zh": "(网关未提供其中患者的信息:科室、诊疗组、封存状态)",
 }
+
+# Who the refusal is about, for the audit record only (a reason's text never names another patient,
+# nor the departments of a rotation: the requester did not send them).
+detail(ps, missing) := {"patients": sort(ps), "no_context": sort(missing), "rotation_departments": sort(data.emr.grants.rotation_depts)}
 
 # I.4: every patient a request targets must be related to the operator.
 deny contains r if {
@@ -144,10 +148,12 @@ deny contains r if {
 	some t in data.emr.lib.targets
 	ps := unrelated(t.patients)
 	count(ps) > 0
-	r := data.emr.lib.reason(
+	missing := no_context(ps)
+	r := data.emr.lib.reason_with_detail(
 		"care.no-relationship", "I.4",
-		sprintf("%sno care relationship with %s: %s%s", [t.where, data.emr.lib.joined(ps), hint.en, context_note(ps).en]),
-		sprintf("%s与 %s 无诊疗关系:%s%s", [t.where, data.emr.lib.joined(ps), hint.zh, context_note(ps).zh]),
+		sprintf("%sno care relationship with the patient(s) of this request: %s%s", [t.where, hint.en, context_note(missing).en]),
+		sprintf("%s与本请求涉及的患者无诊疗关系:%s%s", [t.where, hint.zh, context_note(missing).zh]),
+		detail(ps, missing),
 	)
 }
 

@@ -16,7 +16,8 @@ test_department_or_care_team if {
 	f.rules(d) == {"care.no-relationship"}
 	f.well_formed(d)
 	some r in d.reasons
-	contains(r.en, "Patient/p2")
+	not contains(r.en, "Patient/p2") # the text names no patient: the detail does (audit only)
+	r.detail.patients == ["Patient/p2"]
 	contains(r.en, "X-Break-Glass-Reason")
 	d2 := request.decision with input as f.read("dr-wu", "TREAT", "Observation", ["Patient/p1"])
 	f.rules(d2) == {"care.no-relationship"}
@@ -129,4 +130,20 @@ test_waiver_and_reach_sets if {
 	data.emr.care.waiver_only == {"Patient/p2"} with input as inp
 	data.emr.care.waiver_only == set() with input as f.with_break_glass(f.read("nurse-zhao", "ETREAT", "Observation", []), "x")
 	data.emr.care.waiver == set() with input as f.read("nurse-zhao", "ETREAT", "Observation", [])
+}
+
+# The request's refusal names no patient (a read by id never named one) and no rotation's
+# department: they are in detail (audit only). By id and by search alike: one text.
+test_request_reason_names_no_patient if {
+	d := request.decision with input as f.read("dr-li", "TREAT", "Condition", ["Patient/p2", "Patient/nobody"])
+	[r] := d.reasons
+	r.detail == {"patients": ["Patient/nobody", "Patient/p2"], "no_context": ["Patient/nobody"], "rotation_departments": []}
+	not contains(concat(" ", [r.en, r.zh]), "Patient/")
+	contains(r.en, "no context")
+	s := request.decision with input as f.with_params(f.req("dr-li", "TREAT", "search-type", "Condition", ["Patient/p2", "Patient/nobody"]), {"patient": ["Patient/p2"]})
+	[s.reasons[0].en, s.reasons[0].zh] == [r.en, r.zh]
+	t := request.decision with input as f.req("stu-001", "TRAIN", "search-type", "Observation", ["Patient/p2"])
+	[rt] := t.reasons
+	rt.detail.rotation_departments == ["cardiology"]
+	not contains(rt.en, "cardiology")
 }

@@ -8,7 +8,8 @@
 # title: Record grades
 # description: >-
 #   Every record gets a grade 1-5 (GB/T 39725-2020), the highest of its resource type's base grade,
-#   its sensitive codes, its security labels and tags, and its patients' flags.
+#   its sensitive codes, its security labels and tags, and its patients' flags. Code systems and
+#   codes are compared in canonical form, every alias of a system being data.
 # custom:
 #   clauses: [I.4]
 package emr.grading
@@ -19,32 +20,61 @@ cfg := data.emr.config.classification
 
 base(t) := object.get(cfg.type_grades, t, cfg.default_grade)
 
-# Code system URL -> its alias in the data (ICD-10, LOINC).
-system_alias[url] := alias if {
-	some alias, urls in cfg.code_systems
-	some url in urls
-}
+# I.4: a coding's system is compared in canonical form (code_systems_note in the data): lower case,
+# no blanks or "/" at either end, then one lookup in the alias map (every alias of ICD-10, LOINC,
+# SNOMED CT and the label systems is data). "?" = a system not listed (grades nothing), "" = none.
+# Called once per distinct system of a response (emr.response) or per searched token.
+alias_of(system) := object.get(cfg.code_systems, s, "?") if {
+	is_string(system)
+	s := trim(lower(system), " /")
+	s != ""
+} else := "" if {
+	is_string(system)
+} else := "?"
 
-# ICD-10 codes are hierarchical: every prefix is looked up ("F10.2": F, F1, F10, F10., F10.2) and the
-# highest grade wins. LOINC and SNOMED codes are not (listed in exact_match_systems): one lookup.
-code_grades(codes) := [g |
-	some c in codes
-	alias := system_alias[c.system]
-	table := cfg.sensitive_codes[alias] # bound once: a lookup through cfg in the loop costs ~20 µs in regorus
-	is_string(c.code)
-	some key in lookup_keys(alias, upper(c.code))
-	g := table[key].grade
-]
+# The grade a code gives a record in the system with the alias (0: none), the code put in canonical
+# form: upper case, no blanks, no dots (ICD-10 "b20.1" = "B20.1" = "B201"). "" (no system): the
+# highest it has in any listed system.
+code_grade(alias, code) := listed_grade(alias, replace(upper(trim_space(code)), ".", "")) if {
+	alias != ""
+	is_string(code)
+} else := systemless_grade(replace(upper(trim_space(code)), ".", "")) if {
+	is_string(code)
+} else := 0
 
-lookup_keys(alias, code) := [code] if {
-	alias in cfg.exact_match_systems
-} else := [substring(code, 0, n) | some n in numbers.range(1, count(code))]
+# The sensitive codes of each listed system, split by how they match (once per query).
+exact_tables := {a: t | some a, t in cfg.sensitive_codes; a in cfg.exact_match_systems}
 
-label_grades(labels) := [g |
-	table := cfg.security_labels
-	some l in labels
-	g := table[l.system][l.code]
-]
+prefix_tables := {a: t | some a, t in cfg.sensitive_codes; not a in cfg.exact_match_systems}
+
+# The grade a canonical code has in one listed system (0: none). ICD-10 codes are hierarchical: every
+# prefix is looked up ("F102": F, F1, F10, F102), the highest grade wins. LOINC and SNOMED codes are
+# not (exact_match_systems): one lookup.
+listed_grade(alias, code) := object.get(table, code, {"grade": 0}).grade if {
+	table := exact_tables[alias]
+} else := max(array.concat([0], [g |
+	table := prefix_tables[alias] # bound once: a lookup through a rule in the loop costs more in regorus
+	some n in numbers.range(1, count(code))
+	g := table[substring(code, 0, n)].grade
+]))
+
+# Without a system, a code could be any listed system's: the highest it has in any of them where it
+# has that system's shape (systemless_shapes: "FOOD" is not chapter F of ICD-10).
+systemless_grade(code) := max(array.concat([0], [g |
+	shapes := cfg.systemless_shapes
+	some alias, _ in cfg.sensitive_codes
+	regex.match(object.get(shapes, alias, ""), code)
+	g := listed_grade(alias, code)
+]))
+
+# The grade a security label or tag gives a record (0: none): its code in upper case; "" (no
+# system): the highest it has in any label system.
+label_grade(alias, code) := object.get(object.get(cfg.security_labels, alias, {}), upper(trim_space(code)), 0) if {
+	alias != ""
+	is_string(code)
+} else := max({0} | {g | c := upper(trim_space(code)); some _, table in cfg.security_labels; g := table[c]}) if {
+	is_string(code)
+} else := 0
 
 # Per patient of the input, once per query: the grade its flags impose.
 flag_grade[p] := g if {

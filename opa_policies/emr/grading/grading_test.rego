@@ -64,3 +64,61 @@ test_request_floor if {
 	data.emr.grading.floor({"kind": "read", "type": "", "patients": set()}) == 1 with input as f.read("dr-li", "TREAT", "Observation", [])
 	data.emr.grading.floor({"kind": "container", "type": "", "patients": {"Patient/staff"}}) == 4 with input as f.read("dr-li", "TREAT", "Observation", [])
 }
+
+# Nothing leaks (class 1): a system is known in every spelling of it, a code in every form.
+test_canonical_code_systems if {
+	grades([
+		f.coded("Condition", ["Patient/p1"], "HTTP://HL7.org/fhir/sid/icd-10", "b20"),
+		f.coded("Condition", ["Patient/p1"], "http://hl7.org/fhir/sid/icd-10/", "B201"),
+		f.coded("Condition", ["Patient/p1"], "urn:oid:2.16.840.1.113883.6.3", "F32.1"),
+		f.coded("Condition", ["Patient/p1"], "URN:OID:2.16.840.1.113883.6.90", " f10.2 "),
+		f.coded("Condition", ["Patient/p1"], "urn:oid:2.16.156.10011.2.3.3.11", "Z21"),
+		f.coded("Observation", ["Patient/p1"], "HTTP://LOINC.ORG/", "51969-4"),
+		f.coded("Condition", ["Patient/p1"], "urn:oid:2.16.840.1.113883.6.96", "86406008"),
+		f.coded("Condition", ["Patient/p1"], "http://hl7.org/fhir/sid/icd-10x", "B20"),
+	]) == [5, 5, 4, 5, 5, 5, 5, 3]
+}
+
+# A coding without a system could be any system's: graded as the highest, where it has the shape.
+test_systemless_codings if {
+	grades([
+		f.coded("Condition", ["Patient/p1"], "", "B20"), f.coded("Condition", ["Patient/p1"], "", "FOOD"),
+		f.coded("Observation", ["Patient/p1"], "", "51969-4"), f.coded("Condition", ["Patient/p1"], "", "F32"),
+	]) == [5, 3, 5, 4]
+}
+
+test_canonical_label_systems if {
+	labels := [
+		["HTTP://terminology.hl7.org/CodeSystem/v3-Confidentiality", "V"], ["urn:oid:2.16.840.1.113883.5.25", "r"],
+		["http://hl7.org/fhir/v3/ActCode", "HIV"], ["urn:oid:2.16.840.1.113883.5.4", "psy"], ["", "V"], ["", "N"],
+	]
+	grades([f.labelled("Observation", ["Patient/p1"], l[0], l[1]) | some l in labels]) == [5, 4, 5, 4, 5, 3]
+}
+
+# The data is kept in canonical form (a key that is not could never match).
+test_classification_data_canonical if {
+	cfg := data.emr.config.classification
+	every s, alias in cfg.code_systems {
+		s == trim(lower(s), " /")
+		alias in ({a | some a, _ in cfg.sensitive_codes} | {a | some a, _ in cfg.security_labels})
+	}
+	every _, table in cfg.sensitive_codes {
+		every code, _ in table {
+			code == replace(upper(trim_space(code)), ".", "")
+		}
+	}
+	every _, table in cfg.security_labels {
+		every code, _ in table {
+			code == upper(code)
+		}
+	}
+}
+
+# Odd shapes grade nothing and never fail the decision.
+test_odd_codings if {
+	e := object.union(f.entry("Observation", ["Patient/p1"]), {
+		"codes": [{"system": 7, "code": "B20"}, {"system": f.icd, "code": 20}, "B20"],
+		"security": [{"system": f.conf, "code": 5}, {"system": null, "code": "V"}],
+	})
+	grades([e]) == [3]
+}

@@ -111,8 +111,8 @@ export_covers(types) if {
 	}
 }
 
-# The ids of the grants of a kind in force for the purpose (named in messages).
-grant_ids(k) := data.emr.lib.joined({id | some g in for_purpose; g.kind == k; id := data.emr.lib.as_string(object.get(g, "id", "?"))})
+# The ids of the grants of a kind in force for the purpose (in a reason's detail, never its text).
+grant_ids(k) := sort({id | some g in for_purpose; g.kind == k; id := data.emr.lib.as_string(object.get(g, "id", "?"))})
 
 # Roles the policy knows that may claim the purpose, and those of them whose grant is in force.
 eligible := {r | some r in data.emr.purpose.claimants; data.emr.config.roles.roles[r]}
@@ -123,10 +123,11 @@ missing_kinds := {k | some r in eligible; not r in met; k := required_kind[r]}
 deny contains r if {
 	count(eligible & met) == 0
 	kinds.rotation in missing_kinds
-	r := data.emr.lib.reason(
+	r := data.emr.lib.reason_with_detail(
 		"grant.no-rotation", "II.1",
-		sprintf("no rotation grant for purpose %s is in force at %s (the rotation has not begun or has ended): ask the teaching office for a rotation grant", [data.emr.lib.purpose, object.get(input, "time", "")]),
-		sprintf("在 %s 没有有效的 %s 轮转授权(轮转尚未开始或已结束):请向科教部门申请轮转授权", [object.get(input, "time", ""), data.emr.lib.purpose]),
+		sprintf("no rotation grant for purpose %s is in force now (the rotation has not begun or has ended): ask the teaching office for a rotation grant", [data.emr.lib.purpose]),
+		sprintf("当前没有有效的 %s 轮转授权(轮转尚未开始或已结束):请向科教部门申请轮转授权", [data.emr.lib.purpose]),
+		{"time": object.get(input, "time", "")},
 	)
 }
 
@@ -134,9 +135,10 @@ deny contains r if {
 deny contains r if {
 	count(eligible & met) == 0
 	kinds.vendor in missing_kinds
-	r := data.emr.lib.reason(
+	r := data.emr.lib.reason_with_detail(
 		"grant.no-agreement", "II.1",
-		sprintf("no vendor agreement grant for purpose %s is in force at %s: the hospital must register (or renew) the agreement", [data.emr.lib.purpose, object.get(input, "time", "")]),
-		sprintf("在 %s 没有有效的、目的为 %s 的外部服务商授权协议:请医院登记或续签协议", [object.get(input, "time", ""), data.emr.lib.purpose]),
+		sprintf("no vendor agreement grant for purpose %s is in force now: the hospital must register (or renew) the agreement", [data.emr.lib.purpose]),
+		sprintf("当前没有有效的、目的为 %s 的外部服务商授权协议:请医院登记或续签协议", [data.emr.lib.purpose]),
+		{"time": object.get(input, "time", "")},
 	)
 }

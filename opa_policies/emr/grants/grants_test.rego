@@ -98,3 +98,15 @@ test_export_covers if {
 	not data.emr.grants.export_covers(set()) with input as inp
 	not data.emr.grants.export_covers({"Patient"}) with input as f.with_time(inp, "2026-12-02T00:00:00Z")
 }
+
+# The refusal names no time the requester did not send: it is in detail.
+test_grant_reasons_detail if {
+	d := request.decision with input as f.read("stu-002", "TRAIN", "Patient", ["Patient/p1"])
+	[r] := d.reasons
+	r.detail == {"time": f.now}
+	not contains(concat(" ", [r.en, r.zh]), "2026")
+	v := object.union(f.subjects["ven-1"], {"grants": []})
+	d2 := request.decision with input as f.with_subject(f.read("ven-1", "HOPERAT", "Device", []), v)
+	[r2] := d2.reasons
+	r2.detail == {"time": f.now}
+}

@@ -209,6 +209,11 @@ request_patients := {p | some t in targets; some p in t.patients}
 
 reason(rule, clause, en, zh) := {"rule": rule, "clause": clause, "en": en, "zh": zh}
 
+# A reason's en and zh name only what the requester sent (the type, the purpose, their own roles):
+# never another patient, a seal's case, a grant, a record's grade or labels. Such specifics go in
+# detail, which the gateway keeps in the audit record and never shows (gateway/errors.py).
+reason_with_detail(rule, clause, en, zh, detail) := {"rule": rule, "clause": clause, "en": en, "zh": zh, "detail": detail}
+
 # II.3: alerts on anomalous or privileged access. The gateway carries out only type "alert".
 alert(event, severity, ps, en, zh) := {
 	"type": "alert",

@@ -63,31 +63,59 @@ pseudonymise := data.emr.fields.pseudonymise
 # (codes, security, tags) is graded once and each distinct patient list is checked once.
 content_grade := {k: g |
 	coded := coding_grade
+	labelled := label_grade
 	some k in content_keys
 	g := max(array.concat(
 		array.concat([0], [x | some c in k[0]; x := coded[c]]),
-		array.concat(data.emr.grading.label_grades(k[1]), data.emr.grading.label_grades(k[2])),
+		array.concat([x | some l in k[1]; x := labelled[l]], [x | some l in k[2]; x := labelled[l]]),
 	))
 }
 
 content_keys := {[e.codes, e.security, e.tags] | some e in entries}
 
-# Each distinct coding of the response graded once (only the sensitive ones get a grade), taken
-# from the distinct contents (not from every entry).
+# The distinct codings, and labels and tags, of the response (from the distinct contents). The
+# gateway sends every one as {system, code}, system "" when it has none.
+codings := {x | some k in content_keys; is_array(k[0]); some x in k[0]}
+
+labels := {x | some k in content_keys; some i in [1, 2]; is_array(k[i]); some x in k[i]}
+
+# Each distinct system of the response put in canonical form once (emr.grading): its alias, for the
+# listed systems and "" (none) only. Most codings are of systems not listed (categories, units,
+# departments): they cost one lookup here and nothing more.
+system_aliases := {s: a |
+	some s in {x.system | some x in (codings | labels)}
+	a := data.emr.grading.alias_of(s)
+	a != "?"
+}
+
+# Each distinct coding, and label or tag, graded once (only the sensitive ones get a grade).
 coding_grade := {c: g |
-	some c in {x | some k in content_keys; is_array(k[0]); some x in k[0]}
-	g := max(data.emr.grading.code_grades([c]))
+	aliases := system_aliases
+	some c in codings
+	alias := aliases[c.system]
+	g := data.emr.grading.code_grade(alias, c.code)
+	g > 0
+}
+
+label_grade := {l: g |
+	aliases := system_aliases
+	some l in labels
+	alias := aliases[l.system]
+	g := data.emr.grading.label_grade(alias, l.code)
+	g > 0
 }
 
 # Per distinct patient list: the grade the patients' flags impose (VIP, staff), and the active
 # roles that reach every patient in it, none sealed to the operator (emr.care, emr.seal).
 patient_lists[ps] := facts if {
-	some ps in {e.patients | some e in entries; is_array(e.patients)}
+	some ps in patient_list_keys
 	facts := {
 		"grade": max(array.concat([0], [g | some p in ps; g := flag_grade[p]])),
 		"roles": {r | some r, reached in open_reach; every p in ps { p in reached }},
 	}
 }
+
+patient_list_keys := {e.patients | some e in entries; is_array(e.patients)}
 
 flag_grade := data.emr.grading.flag_grade
 
@@ -133,24 +161,21 @@ decision := {"verdicts": verdicts, "obligations": obligations}
 # One function with an else (regorus evaluates every clause of a multi-clause function).
 reasons(keep, info, g, ps) := [] if keep
 
-else := array.concat(
-	array.concat([seal_reason[p] | some p in ps; seal_reason[p]], access_reasons(info, g, ps)),
-	info.field_reasons,
-)
+else := rs if {
+	lr := list_reasons[ps]
+	rs := array.concat(array.concat(lr.seal, access_reasons(info, g, ps, lr.care)), info.field_reasons)
+} else := array.concat(access_reasons(info, g, ps, []), info.field_reasons)
 
 # Seal aside: does some role allow it? If not, which part fails (type, grade, patient)? If each
 # part is allowed by some role but no single role allows all, say so.
-access_reasons(info, g, ps) := [] if {
+access_reasons(info, g, ps, care) := [] if {
 	some r in info.visible_to
 	g <= cap[r]
 	every p in ps {
 		p in reach[r]
 	}
 } else := rs if {
-	rs := array.concat(
-		array.concat(info.type_reasons, grade_reasons(g)),
-		[care_reason[p] | some p in ps; care_reason[p]],
-	)
+	rs := array.concat(array.concat(info.type_reasons, grade_reasons(g)), care)
 	count(rs) > 0
 } else := [combination_reason]
 
@@ -168,45 +193,65 @@ grade_reasons(g) := [grade_reason[g]] if g > data.emr.roles.max_cap
 
 else := []
 
+# The record's grade goes in detail, not in the text: "grade 5" would say what kind of record it
+# is (HIV, substance use, genetic ...) to someone who may not see it.
 grade_reason[g] := r if {
 	some g in numbers.range(1, 5)
 	g > data.emr.roles.max_cap
-	r := data.emr.lib.reason(
+	r := data.emr.lib.reason_with_detail(
 		"grade.exceeded", "I.4",
-		sprintf("withheld: the record is grade %d (sensitive codes, security labels or patient flags), your roles may see up to grade %d for purpose %s", [g, data.emr.roles.max_cap, data.emr.lib.purpose]),
-		sprintf("已隐去:该记录为 %d 级(敏感编码、安全标签或患者标记),您的角色以 %s 为目的最高可查看 %d 级", [g, data.emr.lib.purpose, data.emr.roles.max_cap]),
+		sprintf("withheld: the record is above grade %d (sensitive codes, security labels or patient flags), the highest your roles may see for purpose %s", [data.emr.roles.max_cap, data.emr.lib.purpose]),
+		sprintf("已隐去:该记录超出您的角色以 %s 为目的可查看的最高级别 %d 级(敏感编码、安全标签或患者标记)", [data.emr.lib.purpose, data.emr.roles.max_cap]),
+		{"grade": g},
 	)
 }
+
+# The patients of the response that withhold every record of theirs, once per query: sealed to the
+# operator (emr.seal), unrelated or without context (emr.care).
+unrelated_here := {p | some p in response_patients; data.emr.lib.patients[p]; not p in data.emr.care.reach_any}
+
+missing_here := {p | some p in response_patients; not data.emr.lib.patients[p]}
+
+withholding := ((denied & response_patients) | unrelated_here) | missing_here
+
+# Per distinct patient list holding such a patient, once (only when an entry is withheld): why its
+# patients withhold it, one reason per concern. The texts name no patient (the requester may not
+# have named them: a read by id, an _include, a batch entry): the patients are in detail.
+list_reasons[ps] := facts if {
+	bad := withholding
+	count(bad) > 0
+	some ps in patient_list_keys
+	here := {p | some p in ps; p in bad}
+	count(here) > 0
+	facts := {
+		"seal": seal_reasons(here & denied),
+		"care": array.concat(care_reasons(here & unrelated_here), context_reasons(here & missing_here)),
+	}
+}
+
+seal_reasons(ps) := [data.emr.seal.reason("withheld: ", "已隐去:", ps)] if count(ps) > 0
+
+else := []
 
 # I.4: records of patients the operator has no care relationship with are withheld (this is how a
 # clinician's Patient?name= search returns only related patients).
-care_reason[p] := r if {
-	some p in response_patients
-	data.emr.lib.patients[p]
-	not p in data.emr.care.reach_any
-	r := data.emr.lib.reason(
-		"care.no-relationship", "I.4",
-		sprintf("withheld: no care relationship with %s: %s", [p, data.emr.care.hint.en]),
-		sprintf("已隐去:与 %s 无诊疗关系:%s", [p, data.emr.care.hint.zh]),
-	)
-}
+care_reasons(ps) := [data.emr.lib.reason_with_detail(
+	"care.no-relationship", "I.4",
+	sprintf("withheld: no care relationship with the patient(s) of this record: %s", [data.emr.care.hint.en]),
+	sprintf("已隐去:与该记录涉及的患者无诊疗关系:%s", [data.emr.care.hint.zh]),
+	data.emr.care.detail(ps, set()),
+)] if count(ps) > 0
 
-care_reason[p] := r if {
-	some p in response_patients
-	not data.emr.lib.patients[p]
-	r := data.emr.lib.reason(
-		"care.no-relationship", "I.4",
-		sprintf("withheld: the gateway supplied no context for %s (departments, care team, seal): refused", [p]),
-		sprintf("已隐去:网关未提供 %s 的患者信息(科室、诊疗组、封存状态),不予提供", [p]),
-	)
-}
+else := []
 
-# I.4 封存.
-seal_reason[p] := r if {
-	some p in response_patients
-	p in denied
-	r := data.emr.seal.reason("withheld: ", "已隐去:", {p})
-}
+context_reasons(ps) := [data.emr.lib.reason_with_detail(
+	"care.no-relationship", "I.4",
+	"withheld: the gateway supplied no context for a patient of this record (departments, care team, seal): refused",
+	"已隐去:网关未提供该记录所涉患者的信息(科室、诊疗组、封存状态),不予提供",
+	data.emr.care.detail(set(), ps),
+)] if count(ps) > 0
+
+else := []
 
 combination_reason := data.emr.lib.reason(
 	"role.combination", "I.4",

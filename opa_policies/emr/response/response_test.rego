@@ -28,7 +28,8 @@ test_grade_exceeded if {
 	d := response.decision with input as f.resp("nurse-zhao", "TREAT", entries)
 	f.kept(d) == [false, false, true]
 	[r.rule | some r in d.verdicts[0].reasons] == ["grade.exceeded"]
-	contains(d.verdicts[0].reasons[0].en, "grade 5")
+	not contains(d.verdicts[0].reasons[0].en, "grade 5") # the record's grade would say what it is
+	d.verdicts[0].reasons[0].detail == {"grade": 5}
 	d2 := response.decision with input as f.resp("dr-li", "TREAT", entries)
 	f.kept(d2) == [true, true, true]
 	d3 := response.decision with input as f.resp("nurse-zhao", "ETREAT", entries)
@@ -71,4 +72,28 @@ test_capability_statement if {
 test_malformed_entry_gets_no_verdict if {
 	d := response.decision with input as f.resp("dr-li", "TREAT", [object.remove(f.entry("Patient", ["Patient/p1"]), ["patients"]), f.entry("Patient", ["Patient/p1"])])
 	count(d.verdicts) == 1
+}
+
+# Nothing leaks (class 3): a withheld record's reasons name none of its patients, no case and no
+# grade: one reason per concern, the specifics in detail (audit only).
+test_withheld_reasons_name_nothing_unsent if {
+	entries := [
+		f.entry("Observation", ["Patient/p2", "Patient/sealed", "Patient/nobody", "Patient/p3"]),
+		f.coded("Condition", ["Patient/p1"], f.icd, "B20"),
+	]
+	d := response.decision with input as f.resp("nurse-zhao", "TREAT", entries)
+	f.kept(d) == [false, false]
+	[[r.rule, r.detail] | some r in d.verdicts[0].reasons] == [
+		["seal.sealed", {"patients": ["Patient/sealed"], "cases": ["舆情-2026-031"]}],
+		["care.no-relationship", {"patients": ["Patient/p2", "Patient/p3"], "no_context": [], "rotation_departments": []}],
+		["care.no-relationship", {"patients": [], "no_context": ["Patient/nobody"], "rotation_departments": []}],
+	]
+	d.verdicts[1].reasons[0].detail == {"grade": 5}
+	every v in d.verdicts {
+		every r in v.reasons {
+			not contains(concat(" ", [r.en, r.zh]), "Patient/")
+			not contains(concat(" ", [r.en, r.zh]), "舆情")
+			not contains(r.en, "grade 5")
+		}
+	}
 }

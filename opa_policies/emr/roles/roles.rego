@@ -208,10 +208,11 @@ deny contains r if {
 	some t in data.emr.lib.targets
 	t.kind in {"read", "operation", "unknown"}
 	not any_permits(t)
-	r := data.emr.lib.reason(
+	r := data.emr.lib.reason_with_detail(
 		"grant.out-of-scope", "II.1",
-		sprintf("%s%s %s is outside the scope of your vendor agreement (%s): the agreement must name the interaction and the type", [t.where, data.emr.lib.action_name(t.interaction, t.operation), what(t), data.emr.grants.grant_ids(data.emr.grants.kinds.vendor)]),
-		sprintf("%s%s %s 超出外部服务商授权协议(%s)的范围:协议须同时列明该操作和资源类型", [t.where, data.emr.lib.action_name(t.interaction, t.operation), what(t), data.emr.grants.grant_ids(data.emr.grants.kinds.vendor)]),
+		sprintf("%s%s %s is outside the scope of your vendor agreement: the agreement must name the interaction and the type", [t.where, data.emr.lib.action_name(t.interaction, t.operation), what(t)]),
+		sprintf("%s%s %s 超出外部服务商授权协议的范围:协议须同时列明该操作和资源类型", [t.where, data.emr.lib.action_name(t.interaction, t.operation), what(t)]),
+		{"grants": data.emr.grants.grant_ids(data.emr.grants.kinds.vendor)},
 	)
 }
 
@@ -222,9 +223,12 @@ deny contains r if {
 	some t in data.emr.lib.targets
 	f := data.emr.grading.floor(t)
 	f > max_cap
-	r := data.emr.lib.reason(
+
+	# The grade goes in detail: raised by a patient's flags, it would say the patient is a VIP.
+	r := data.emr.lib.reason_with_detail(
 		"grade.exceeded", "I.4",
-		sprintf("%s%s reached here are at least grade %d (resource type, patient flags VIP/staff), above grade %d, the highest your roles may see for purpose %s%s", [t.where, what(t), f, max_cap, data.emr.lib.purpose, no_clinical_hint.en]),
-		sprintf("%s此处涉及的 %s 至少为 %d 级(资源类型、患者 VIP/职工标记),超出您的角色以 %s 为目的可查看的最高级别 %d 级%s", [t.where, what(t), f, data.emr.lib.purpose, max_cap, no_clinical_hint.zh]),
+		sprintf("%s%s reached here are above grade %d (by their resource type or their patients' flags), the highest your roles may see for purpose %s%s", [t.where, what(t), max_cap, data.emr.lib.purpose, no_clinical_hint.en]),
+		sprintf("%s此处涉及的 %s 超出您的角色以 %s 为目的可查看的最高级别 %d 级(因资源类型或患者标记)%s", [t.where, what(t), data.emr.lib.purpose, max_cap, no_clinical_hint.zh]),
+		{"grade": f},
 	)
 }

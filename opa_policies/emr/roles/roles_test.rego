@@ -110,7 +110,8 @@ test_vendor_scope if {
 	f.rules(d3) == {"grant.out-of-scope"}
 	some r in d3.reasons
 	contains(r.en, "VA-2026-07") == false
-	contains(r.en, "g-ven")
+	contains(r.en, "g-ven") == false # the grant id is in detail (audit only)
+	r.detail.grants == ["g-ven"]
 	d4 := request.decision with input as f.req("ven-1", "HOPERAT", "search-system", null, [])
 	f.rules(d4) == {"grant.out-of-scope"}
 }
@@ -128,4 +129,13 @@ test_vendor_wildcard_scope_excludes_binary if {
 test_system_level_everything if {
 	d := request.decision with input as f.op("dr-li", "TREAT", "$everything", null, [])
 	d.allow
+}
+
+# The floor's grade is in detail, not the text: raised by a flag, it would say the patient is a VIP.
+test_grade_floor_reason_names_no_grade if {
+	d := request.decision with input as f.read("stu-001", "TRAIN", "Patient", ["Patient/vip"])
+	[r] := d.reasons
+	r.detail == {"grade": 4}
+	not contains(r.en, "grade 4")
+	not contains(r.zh, "4 级")
 }

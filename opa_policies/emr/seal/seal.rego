@@ -30,16 +30,19 @@ allowed := {p |
 denied := sealed - allowed
 
 # The seal's case reference: "case" (contract v2) or "case_ref" (the gateway's seal store).
-cases(ps) := data.emr.lib.joined({c |
+cases(ps) := sort({c |
 	some p in ps
 	seal := data.emr.lib.as_object(object.get(data.emr.lib.patient_context(p), "seal", {}))
 	c := data.emr.lib.as_string(object.get(seal, "case", object.get(seal, "case_ref", "")))
 })
 
-reason(where, where_zh, ps) := data.emr.lib.reason(
+# The text names neither the patients nor the case (the requester may not have named the patient,
+# and a case reference says what the public controversy is): both go in detail, for the audit record.
+reason(where, where_zh, ps) := data.emr.lib.reason_with_detail(
 	"seal.sealed", "I.4",
-	sprintf("%sthe records of %s are sealed (case %s): only the personnel the seal names may use them; ask the medical affairs office", [where, data.emr.lib.joined(ps), cases(ps)]),
-	sprintf("%s%s 的病历已封存(事件 %s):仅封存授权人员可访问;如确需使用请联系医务部门", [where_zh, data.emr.lib.joined(ps), cases(ps)]),
+	sprintf("%sthe records of the patient(s) concerned are sealed: only the personnel the seal names may use them; ask the medical affairs office", [where]),
+	sprintf("%s所涉患者的病历已封存:仅封存授权人员可访问;如确需使用请联系医务部门", [where_zh]),
+	{"patients": sort(ps), "cases": cases(ps)},
 )
 
 denied_alert(ps) := data.emr.lib.alert(

@@ -36,7 +36,9 @@ test_sealed_refused_in_batch_entries if {
 	f.rules(d) == {"seal.sealed"}
 	some r in d.reasons
 	startswith(r.en, "Bundle.entry[1]: ")
-	contains(r.en, "舆情-2026-031")
+	not contains(r.en, "舆情-2026-031") # the case and the patient are in detail (audit only)
+	not contains(r.zh, "Patient/sealed")
+	r.detail == {"patients": ["Patient/sealed"], "cases": ["舆情-2026-031"]}
 }
 
 # Unbound roles are refused too (records officer not named by the seal).
@@ -74,10 +76,11 @@ test_seal_sets if {
 	data.emr.seal.denied == set() with input as f.read("dr-li", "TREAT", "Patient", [])
 }
 
-test_case_reference_named if {
+test_case_reference_in_detail_only if {
 	ctx := object.union(object.remove(f.patients["Patient/sealed"], ["seal"]), {"seal": {"authorised": [], "case_ref": "舆情-2026-099"}})
 	inp := object.remove(f.read("nurse-zhao", "TREAT", "Patient", ["Patient/sealed"]), ["patients"])
 	d := request.decision with input as object.union(inp, {"patients": {"Patient/sealed": ctx}})
 	some r in d.reasons
-	contains(r.en, "舆情-2026-099")
+	r.detail.cases == ["舆情-2026-099"]
+	not contains(concat(" ", [r.en, r.zh]), "舆情")
 }

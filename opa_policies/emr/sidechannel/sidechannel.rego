@@ -9,8 +9,9 @@
 # title: No side channels
 # description: >-
 #   A query must not learn what the per-resource filter would withhold: _has, chained parameters,
-#   _filter, searches by codes above the operator's grade, GraphQL and count-only searches are
-#   refused. $export (sharing) needs an export grant in force.
+#   _filter, searches that select by graded content (codes, security labels, text) above the
+#   operator's grade in any spelling, GraphQL and count-only searches are refused. $export
+#   (sharing) needs an export grant in force.
 # custom:
 #   clauses: [I.4, II.2]
 package emr.sidechannel
@@ -94,45 +95,85 @@ deny contains r if {
 	)
 }
 
-# I.4: searching by a sensitive code above the operator's grade (Condition?code=B20 by a grade-4
-# role) is a probe: even with every match withheld, paging links and totals would tell whether a
-# patient has such a record (security review). Refused up front.
-code_system_ok(parts, _) if count(parts) == 1
+# I.4: a search that selects records by their graded content (Condition?code=B20 by a grade-4 role)
+# is a probe: even with every match withheld, paging links and totals would tell whether a patient
+# has such a record (security review). Refused up front unless the operator's grade cap for the
+# purpose covers every grade the search could select, in every spelling: each exact code graded with
+# the canonical systems of emr.grading (HTTP://HL7.org/..., OIDs, "b20" = "B20.1" = "B201"), the
+# highest over a comma list and over the parts of a composite (code$value); a modifier the policy
+# cannot bound (:not, :in, :below, :above, :text, :of-type, ...), a whole system (system|), a text
+# search (_text, _content) and a code without its system that is sensitive in any system count as
+# the top grade; _security and _tag values as their label's grade. The parameters are data:
+# emr/config/sidechannel/data.json (graded_params). POST _search forms and batch entries reach the
+# same target.params.
+param_kind(name) := k if {
+	k := cfg.graded_params[name]
+} else := "code" if {
+	regex.match(cfg.graded_param_pattern, name)
+} else := ""
 
-code_system_ok(parts, _) if {
-	count(parts) == 2
-	parts[0] == ""
-}
-
-code_system_ok(parts, alias) if {
-	count(parts) == 2
-	data.emr.grading.system_alias[parts[0]] == alias
-}
-
-searched_code_grades(params) := {g |
-	tables := data.emr.config.classification.sensitive_codes
+# Per graded parameter of a target (key as sent), the highest grade it could select (0: none).
+searched_grades(params) := {k: g |
 	some k, vs in params
-	split(k, ":")[0] in cfg.sensitive_code_params
-	some v in data.emr.lib.as_array(vs)
-	some item in split(data.emr.lib.as_string(v), ",")
-	parts := split(item, "|")
-	code := upper(trim_space(parts[count(parts) - 1]))
-	code != ""
-	some alias, table in tables
-	code_system_ok(parts, alias)
-	some n in numbers.range(1, count(code))
-	g := table[substring(code, 0, n)].grade
+	parts := split(lower(k), ":")
+	kind := param_kind(parts[0])
+	kind != ""
+	g := param_grade(kind, parts, vs)
+	g > 0
 }
+
+param_grade(kind, parts, vs) := cfg.unbounded_grade if {
+	kind == "text"
+} else := cfg.unbounded_grade if {
+	count(parts) > 1
+	not parts[1] in cfg.bounded_modifiers
+} else := 0 if {
+	count(parts) > 1 # :missing selects by presence, not by content
+} else := max(array.concat([0], [g |
+	some v in values(vs)
+	some item in split(data.emr.lib.as_string(v), ",")
+	some part in split(item, "$")
+	g := token_grade(kind, split(part, "|"))
+]))
+
+# The gateway sends each parameter as an array of strings; anything else is read as one value.
+values(vs) := vs if is_array(vs)
+
+else := [vs]
+
+# A token: "code" or "|code" (no system), "system|code", "system|" (every code of the system).
+token_grade(kind, bar) := value_grade(kind, "", trim_space(bar[0])) if {
+	count(bar) == 1
+} else := value_grade(kind, data.emr.grading.alias_of(bar[count(bar) - 2]), trim_space(bar[count(bar) - 1]))
+
+value_grade(kind, alias, code) := cfg.unbounded_grade if {
+	code == ""
+	classification := data.emr.config.classification
+	tables := {"code": classification.sensitive_codes, "label": classification.security_labels}
+	tables[kind][alias]
+} else := 0 if {
+	code == ""
+} else := cfg.unbounded_grade if {
+	kind == "code"
+	alias == ""
+	data.emr.grading.code_grade("", code) > 0
+} else := data.emr.grading.code_grade(alias, code) if {
+	kind == "code"
+} else := data.emr.grading.label_grade(alias, code)
 
 deny contains r if {
 	count(data.emr.roles.active) > 0
 	some t in data.emr.lib.targets
-	grades := searched_code_grades(t.params)
-	count(grades) > 0
-	max(grades) > data.emr.roles.max_cap
-	r := data.emr.lib.reason(
+	count(t.params) > 0
+	graded := searched_grades(t.params)
+	count(graded) > 0
+	g := max([x | some x in graded])
+	g > data.emr.roles.max_cap
+	keys := {k | some k, x in graded; x > data.emr.roles.max_cap}
+	r := data.emr.lib.reason_with_detail(
 		"search.sensitive-code", "I.4",
-		sprintf("%ssearching by a grade-%d code is not allowed for purpose %s: your roles reach grade %d, so the search would reveal whether such records exist", [t.where, max(grades), data.emr.lib.purpose, data.emr.roles.max_cap]),
-		sprintf("%s不得以 %s 为目的按 %d 级敏感代码检索:您的角色仅可查看 %d 级,此类检索会暴露相关记录是否存在", [t.where, data.emr.lib.purpose, max(grades), data.emr.roles.max_cap]),
+		sprintf("%ssearch parameters %s select records by graded content (codes, security labels, text) up to grade %d: for purpose %s your roles reach grade %d, so the answer would tell whether such records exist; search without them, or by exact codes with their system that your grade covers", [t.where, data.emr.lib.joined(keys), g, data.emr.lib.purpose, data.emr.roles.max_cap]),
+		sprintf("%s检索参数 %s 按分级内容(代码、安全标签、文本)筛选记录,最高可达 %d 级:您的角色以 %s 为目的仅可查看 %d 级,此类检索会暴露相关记录是否存在;请去掉这些参数,或仅按您可查看级别内、带代码系统的确切代码检索", [t.where, data.emr.lib.joined(keys), g, data.emr.lib.purpose, data.emr.roles.max_cap]),
+		{"grades": graded},
 	)
 }

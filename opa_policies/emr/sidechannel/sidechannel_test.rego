@@ -86,3 +86,70 @@ test_search_by_sensitive_code_above_grade_refused if {
 	d3 := request.decision with input as md
 	d3.allow
 }
+
+# Nothing leaks (class 2): every spelling of a search by graded content is refused below its grade.
+condition_search(who, purpose, params) := f.with_params(f.req(who, purpose, "search-type", "Condition", ["Patient/p1"]), params)
+
+graded_spellings := [
+	{"code": ["HTTP://HL7.org/fhir/sid/icd-10/|b20.1"]}, # canonical system, lower-case code
+	{"code": ["urn:oid:2.16.840.1.113883.6.3|B201"]}, # HL7's OID for ICD-10, undotted
+	{"code": ["urn:oid:2.16.840.1.113883.6.90|F10.2"]}, # ICD-10-CM
+	{"code": ["urn:oid:2.16.156.10011.2.3.3.11|z21"]}, # the national edition
+	{"code": ["F32"]}, # no system, sensitive in ICD-10: the top grade
+	{"code": ["http://hl7.org/fhir/sid/icd-10|"]}, # every code of the system
+	{"code": ["J45", "I10,B24"]}, # the highest over values and comma lists
+	{"code:not": ["J45"]}, {"code:in": ["http://example.org/ValueSet/x"]}, {"code:below": ["B2"]},
+	{"code:above": ["B20.1"]}, {"code:text": ["hiv"]}, {"code:of-type": ["x|y|z"]},
+	{"Code": ["B20"]}, {"reason-code": ["B20"]}, {"value-concept": ["http://snomed.info/sct|86406008"]},
+	{"code-value-concept": ["http://loinc.org|51969-4$http://snomed.info/sct|x"]}, {"combo-code": ["HTTP://LOINC.ORG|51969-4"]},
+	{"evidence": ["|Z21"]}, {"category:not": ["problem-list-item"]},
+	{"_security": ["V"]}, {"_security": ["urn:oid:2.16.840.1.113883.5.4|hiv"]}, {"_tag": ["HIV"]},
+	{"_security:not": ["N"]}, {"_security": ["http://terminology.hl7.org/CodeSystem/v3-Confidentiality|"]},
+	{"_text": ["HIV"]}, {"_content": ["艾滋病"]},
+	{"code": "B20"}, # a value the gateway would send as an array: read as one value
+]
+
+test_graded_search_spellings_refused_for_grade_4 if {
+	every params in graded_spellings {
+		d := request.decision with input as condition_search("nurse-zhao", "TREAT", params)
+		f.rules(d) == {"search.sensitive-code"}
+		f.well_formed(d)
+		d2 := request.decision with input as condition_search("dr-li", "TREAT", params)
+		d2.allow
+	}
+}
+
+# Exact codes and labels count as their own grade; what selects nothing graded is not refused.
+test_graded_search_exact_grades if {
+	every params in [
+		{"code": ["http://hl7.org/fhir/sid/icd-10|F32.1"]}, {"code": ["https://hl7.org/fhir/sid/icd-10|a51"]},
+		{"_security": ["R"]}, {"_tag": ["http://hl7.org/fhir/v3/ActCode|PSY"]},
+	] {
+		d := request.decision with input as condition_search("nurse-zhao", "TREAT", params)
+		d.allow
+		d2 := request.decision with input as condition_search("stu-001", "TRAIN", params)
+		"search.sensitive-code" in f.rules(d2)
+	}
+	every params in [
+		{"code": ["J45"]}, {"code": ["urn:other|B20"]}, {"category": ["food"]}, {"code:missing": ["true"]},
+		{"status:not": ["resolved"]}, {"code": [""]}, {"_security": ["|"]}, {"_security": ["N"]},
+		{"code": ["urn:other|"]}, {"patient": ["B20"]},
+	] {
+		d := request.decision with input as condition_search("stu-001", "TRAIN", params)
+		d.allow
+	}
+}
+
+# The refusal names what the requester sent and keeps each parameter's grade in detail.
+test_graded_search_reason_and_detail if {
+	d := request.decision with input as condition_search("nurse-zhao", "TREAT", {"code:not": ["J45"], "_security": ["R"], "date": ["ge2026"]})
+	[r] := d.reasons
+	contains(r.en, "code:not")
+	not contains(r.en, "_security") # grade 4: within the nurse's cap
+	r.detail == {"grades": {"code:not": 5, "_security": 4}}
+	e := object.union(f.bentry("search-type", "Observation", ["Patient/p1"]), {"params": {"_tag": ["V"]}})
+	d2 := request.decision with input as f.batch("nurse-zhao", "TREAT", "batch", [e])
+	[r2] := d2.reasons
+	startswith(r2.en, "Bundle.entry[0]: ")
+	r2.rule == "search.sensitive-code"
+}

@@ -119,10 +119,13 @@ deny contains r if {
 	removed := object.get(input.target, "labels_removed", [])
 	count(removed) > 0
 	not label_removal_allowed
-	r := data.emr.lib.reason(
+
+	# Which labels goes in detail: they are the current version's, which the requester did not send.
+	r := data.emr.lib.reason_with_detail(
 		"write.label-removed", "I.3",
-		sprintf("this write would remove the security labels %v: only %s may lower a record's sensitivity", [removed, data.emr.lib.joined(cfg.label_removal_roles)]),
-		sprintf("该写入将移除安全标签 %v:仅 %s 可降低病历敏感级别", [removed, data.emr.lib.joined(cfg.label_removal_roles)]),
+		sprintf("this write would remove security labels the record carries: only %s may lower a record's sensitivity", [data.emr.lib.joined(cfg.label_removal_roles)]),
+		sprintf("该写入将移除记录现有的安全标签:仅 %s 可降低病历敏感级别", [data.emr.lib.joined(cfg.label_removal_roles)]),
+		{"labels_removed": removed},
 	)
 }
 

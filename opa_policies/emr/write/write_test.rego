@@ -98,6 +98,8 @@ test_label_removal_needs_records_officer if {
 	}
 	some r in data.emr.write.deny with input as inp
 	r.rule == "write.label-removed"
+	r.detail == {"labels_removed": ["V"]} # the current version's labels: in detail, not the text
+	not contains(r.en, "V")
 	officer := object.union(inp, {"subject": {"id": "rec-chen", "roles": ["records_officer"], "dept": "records", "grants": []}})
 	not any_label_denial with input as officer
 }

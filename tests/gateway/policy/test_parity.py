@@ -195,7 +195,34 @@ def request_inputs() -> list[dict[str, Any]]:
                 base(roles, "TREAT", action={"interaction": kind, "operation": None},
                      target={"type": None, "params": {}, "patients": ["Patient/p1", "Patient/p2"], "entries": chosen})
             )  # fmt: skip
+    # Searches by graded content in every spelling (canonical systems, codes, modifiers, lists,
+    # composites, labels, text), on their own and as batch entries.
+    for roles, purpose, params in itertools.product(
+        (["nurse"], ["physician"], ["student"], ["researcher"], ["pharmacist"]), ("TREAT", "TRAIN", "HRESCH"),
+        GRADED_SEARCHES,
+    ):  # fmt: skip
+        out.append(
+            base(roles, purpose, action={"interaction": "search-type", "operation": None},
+                 target={"type": "Condition", "patients": ["Patient/p1"], "params": params, "entries": []})
+        )  # fmt: skip
+    for roles in (["nurse"], ["physician"]):
+        out.append(
+            base(roles, "TREAT", action={"interaction": "batch", "operation": None},
+                 target={"type": None, "params": {}, "patients": ["Patient/p1"],
+                         "entries": [{"interaction": "search-type", "type": "Observation", "operation": None,
+                                      "params": p, "patients": ["Patient/p1"]} for p in GRADED_SEARCHES[:8]]})
+        )  # fmt: skip
+    # A write removing labels; a vendor out of its agreement's scope (reasons with a detail).
+    out.append(
+        base(["nurse"], "TREAT", action={"interaction": "update", "operation": None},
+             target={"type": "Observation", "patients": ["Patient/p1"], "params": {}, "entries": [],
+                     "labels_removed": ["HIV"]})
+    )  # fmt: skip
     # Odd shapes: where regorus and OPA differ most (missing or mistyped fields must refuse alike).
+    out.append(
+        base(["nurse"], "TREAT", action={"interaction": "search-type"},
+             target={"type": "Condition", "patients": [], "params": {"code": "B20", "_tag": [7], "value-concept": [None]}})
+    )  # fmt: skip
     odd = base(["student"], "TRAIN")
     odd["subject"]["grants"] = [{k: v for k, v in GRANTS["rotation"].items() if k != "kind"}, "x", None]
     out.append(odd)
@@ -221,6 +248,20 @@ def request_inputs() -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+#: Searches that select by graded content (opa_policies/emr/sidechannel), and two that do not.
+GRADED_SEARCHES: list[dict[str, list[str]]] = [
+    {"code": ["B20"]}, {"code": ["b20.1"]}, {"code": ["HTTP://HL7.org/fhir/sid/icd-10/|B201"]},
+    {"code": ["urn:oid:2.16.840.1.113883.6.3|F10.2"]}, {"code": ["http://hl7.org/fhir/sid/icd-10|F32"]},
+    {"code": ["J45,http://loinc.org|51969-4"]}, {"code:not": ["J45"]}, {"code:text": ["hiv"]},
+    {"code:in": ["http://example.org/vs"]}, {"code:below": ["B2"]}, {"code:missing": ["true"]},
+    {"code": ["http://snomed.info/sct|"]}, {"code": ["urn:other|B20"]}, {"code": ["|Z21"]}, {"category": ["food"]},
+    {"value-concept": ["86406008"]}, {"code-value-concept": ["http://loinc.org|51969-4$x"]},
+    {"_security": ["R"]}, {"_security": ["V"]}, {"_tag": ["urn:oid:2.16.840.1.113883.5.4|hiv"]},
+    {"_security:not": ["N"]}, {"_content": ["HIV"]}, {"Reason-Code": ["B24"]},
+    {"status:not": ["final"], "code": [""], "_security": ["|"]},
+]  # fmt: skip
 
 
 def entry(rtype: str, patients: list[str], security=(), codes=(), tags=()) -> dict[str, Any]:
@@ -253,6 +294,31 @@ ENTRIES = [
     entry("Observation", ["Patient/p1", "Patient/p2"]),
 ]
 
+#: Graded content in other spellings of the same systems (canonical form), without a system, and
+#: entries with several patients (sealed, unrelated, unknown: one reason per concern, with detail).
+VARIANT_ENTRIES = [
+    entry("Condition", ["Patient/p1"], codes=[{"system": "HTTP://HL7.org/fhir/sid/icd-10", "code": "b20"}]),
+    entry("Condition", ["Patient/p1"], codes=[{"system": "http://hl7.org/fhir/sid/icd-10/", "code": "F102"}]),
+    entry("Condition", ["Patient/p1"], codes=[{"system": "urn:oid:2.16.840.1.113883.6.3", "code": "F32.1"}]),
+    entry("Condition", ["Patient/p1"], codes=[{"system": "urn:oid:2.16.840.1.113883.6.90", "code": "Z21"}]),
+    entry("Condition", ["Patient/p1"], codes=[{"system": "", "code": "B20"}, {"system": "", "code": "FOOD"}]),
+    entry(
+        "Condition",
+        ["Patient/p1"],
+        codes=[{"code": "A51"}, {"system": 7, "code": "B20"}, {"system": ICD, "code": 3}],
+    ),
+    entry(
+        "Observation", ["Patient/p1"], codes=[{"system": "URN:OID:2.16.840.1.113883.6.1", "code": "51969-4"}]
+    ),
+    entry(
+        "Observation", ["Patient/p1"], security=[{"system": "urn:oid:2.16.840.1.113883.5.25", "code": "r"}]
+    ),
+    entry("Observation", ["Patient/p1"], tags=[{"system": "http://hl7.org/fhir/v3/ActCode", "code": "HIV"}]),
+    entry("Observation", ["Patient/p1"], security=[{"system": "", "code": "V"}, {"code": "PSY"}, "x"]),
+    entry("Observation", ["Patient/p2", "Patient/sealed", "Patient/nobody"]),
+    entry("Observation", ["Patient/vip", "Patient/p2"], codes=[{"system": ICD, "code": "B24"}]),
+]
+
 
 def response_inputs() -> list[dict[str, Any]]:
     out = []
@@ -272,6 +338,9 @@ def response_inputs() -> list[dict[str, Any]]:
              entries=[entry("CapabilityStatement", [])])
     )  # fmt: skip
     out.append(base(["physician"], "TREAT", entries=[]))
+    for roles, purpose in itertools.product((["nurse"], ["physician"], ["student"], ["records_officer"]),
+                                            ("TREAT", "TRAIN", "HOPERAT")):  # fmt: skip
+        out.append(base(roles, purpose, entries=VARIANT_ENTRIES))
     # Odd shapes: an entry the policy cannot read gets no verdict (the gateway then refuses).
     out.append(
         base(
