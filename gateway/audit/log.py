@@ -1,12 +1,16 @@
-"""The audit trail's writer: each request's record is committed to the store *before* the response
-is released (the durable copy; if it cannot be, the client gets 503 and no data — gateway/audited.py),
-then goes out as one JSON line (structlog + orjson) to ``audit_log`` for log shipping.
+"""The audit trail's writer. The store is the system of record: each request's record is committed
+there *before* the response is released (if it cannot be, the client gets 503 and no data —
+gateway/audited.py). The JSON-lines log (``audit_log``, for log shipping) follows the store: a line
+exists only for a committed record, is written whole (one write, or truncated back), and a log that
+cannot be written (a full volume) costs no request its answer — the log lags, and catches up from
+the store, in order, at the next write or start-up. A torn last line left by a crash is cut at start.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any
 
 import orjson
 import structlog
@@ -16,56 +20,172 @@ from gateway.audit.record import build_record
 from gateway.context import RequestContext
 from gateway.store import Store
 
+log = structlog.get_logger("emrguard.audit")
+#: Records read from the store per catch-up step.
+CATCH_UP_BATCH = 500
+
+
+class LogSink:
+    """JSON lines after the store: one whole line per committed record, in the store's order."""
+
+    def __init__(self, store: Store, destination: str) -> None:
+        self.store = store
+        self.destination = destination
+        self._file: IO[bytes] | None = None
+        #: seq of the newest record whose line is in the log.
+        self.cursor = 0
+        #: lines that could not be written (the log lags the store until it catches up).
+        self.failures = 0
+        self.lagging = False
+
+    async def start(self) -> None:
+        if self.destination == "-":
+            self.cursor = self.store.chain_head[1]
+            return
+        self._file = open(self.destination, "a+b", buffering=0)
+        last = self._repair()
+        head = self.store.chain_head[1]
+        # A new log starts at the store's head; an existing one resumes after its last record
+        # (records committed while it could not be written, or just before a crash, follow now).
+        self.cursor = head
+        if last is not None:
+            rows = await self.store.read("SELECT seq FROM audit WHERE request_id = ?", (last,))
+            if rows and int(rows[0][0]) < head:
+                self.cursor = int(rows[0][0])
+                await self.catch_up(head)
+
+    def _repair(self) -> str | None:
+        """Cut a torn last line (a crash mid-write); the request id of the last audit line."""
+        assert self._file is not None
+        fh = self._file
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        fh.seek(max(0, size - 65536))
+        tail = fh.read()
+        if not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            keep = size - len(tail) + cut + 1 if cut >= 0 else 0
+            os.ftruncate(fh.fileno(), keep)
+            log.warning("audit_log_torn_line_removed", path=self.destination, bytes=size - keep)
+            tail = tail[: cut + 1] if cut >= 0 else b""
+        for line in reversed(tail.splitlines()):
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if (
+                isinstance(doc, dict)
+                and doc.get("event") == "audit"
+                and isinstance(doc.get("request_id"), str)
+            ):
+                return str(doc["request_id"])
+        return None
+
+    def line(self, name: str, fields: dict[str, Any]) -> bool:
+        """Write one JSON line whole; False (nothing left behind) if it cannot be."""
+        data = orjson.dumps({**fields, "event": name}) + b"\n"
+        if self._file is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return True
+        start = self._file.seek(0, os.SEEK_END)
+        try:
+            written = self._file.write(data)
+            if written != len(data):
+                raise OSError(f"short write ({written} of {len(data)} bytes)")
+        except OSError as exc:
+            try:
+                os.ftruncate(self._file.fileno(), start)  # no partial line for the next to join
+            except OSError:
+                pass
+            self.failures += 1
+            log.error("audit_log_write_failed", path=self.destination, error=str(exc))
+            return False
+        return True
+
+    async def follow(self, seq: int, record: dict[str, Any], alerts: list[dict[str, Any]]) -> None:
+        """The lines of a record just committed (catching up first if the log lags)."""
+        if self.lagging or seq != self.cursor + 1:
+            await self.catch_up(seq - 1)
+        if self.lagging:
+            self.lagging = seq > self.cursor + 1 or not self._record_lines(seq, record, alerts)
+            return
+        if not self._record_lines(seq, record, alerts):
+            self.lagging = True
+
+    def _record_lines(self, seq: int, record: dict[str, Any], alerts: list[dict[str, Any]]) -> bool:
+        for alert in alerts:
+            # structlog's "event" field is the line's name ("alert"); the alert's event is alert_event.
+            fields = {("alert_event" if k == "event" else k): v for k, v in alert.items() if k != "type"}
+            if not self.line("alert", fields):
+                return False
+        if not self.line("audit", record):
+            return False
+        self.cursor = seq
+        return True
+
+    async def catch_up(self, until: int) -> None:
+        """Lines for committed records the log lacks, in order, up to ``until``."""
+        while self.cursor < until:
+            batch = await self.store.records_after(self.cursor, CATCH_UP_BATCH)
+            if not batch:
+                return
+            for seq, record in batch:
+                if seq > until:
+                    return
+                if not self.line("audit", record):
+                    return
+                self.cursor = seq
+        self.lagging = False
+
+    # The checkpointer's interface (gateway/audit/checkpoints.py): its lines go into the log too.
+    def info(self, name: str, **fields: Any) -> None:
+        self.line(name, fields)
+
+    def error(self, name: str, **fields: Any) -> None:
+        log.error(name, **fields)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
 
 class AuditLog:
-    """Writes each record to the store (first: that is the durable copy) and to the JSON-lines log."""
+    """Commits each request's record (and its alerts) to the store; the log follows (LogSink)."""
 
     def __init__(
         self, store: Store, destination: str, checkpoints: tuple[str, str, float] | None = None
     ) -> None:
         self.store = store
-        self.destination = destination
-        self._file: IO[bytes] | None = None
-        self._log: Any = None
+        self.sink = LogSink(store, destination)
         self._checkpoint_settings = checkpoints
         self.checkpointer: Checkpointer | None = None
         self.closed = False
 
     async def start(self) -> None:
-        if self.destination == "-":
-            stream: IO[bytes] = sys.stdout.buffer
-        else:
-            self._file = open(self.destination, "ab", buffering=0)
-            stream = self._file
-        self._log = structlog.wrap_logger(
-            structlog.BytesLogger(cast(BinaryIO, stream)),
-            processors=[structlog.processors.JSONRenderer(serializer=orjson.dumps)],
-        )
+        await self.sink.start()
         if self._checkpoint_settings:
             key_file, checkpoint_file, interval = self._checkpoint_settings
-            self.checkpointer = Checkpointer(self.store, key_file, checkpoint_file, interval, self._log)
+            self.checkpointer = Checkpointer(self.store, key_file, checkpoint_file, interval, self.sink)
             self.checkpointer.start()
 
     async def close(self) -> None:
         self.closed = True  # nothing is recorded after the final checkpoint: a late request gets 503
         if self.checkpointer is not None:
             await self.checkpointer.close()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        await self.sink.catch_up(self.store.chain_head[1])
+        self.sink.close()
 
     async def write(self, ctx: RequestContext) -> dict[str, Any]:
         if self.closed:
             raise RuntimeError("the audit trail is closed (shutting down)")
         record = build_record(ctx)
-        for alert in ctx.alerts:  # II.3: alerts first, so no audited access lacks its alert
-            event = {**alert, "time": record["time"]}
-            await self.store.insert_alert(event)
-            # structlog's own "event" field is the line's name ("alert"); the alert's event is alert_event.
-            self._log.warning(
-                "alert",
-                **{("alert_event" if k == "event" else k): v for k, v in event.items() if k != "type"},
-            )
-        await self.store.insert_audit(record)
-        self._log.info("audit", **record)
+        alerts = [{**alert, "time": record["time"]} for alert in ctx.alerts]
+        for alert in alerts:  # II.3: alerts first, so no audited access lacks its alert
+            await self.store.insert_alert(alert)
+        seq = await self.store.insert_audit(record)
+        # Committed: the answer no longer depends on the log (a full log volume lags, not refuses).
+        await self.sink.follow(seq, record, alerts)
         return record

@@ -120,13 +120,15 @@ class Store:
         except sqlite3.Error:
             return False
 
-    async def insert_audit(self, record: dict[str, Any]) -> None:
-        """Return once the record is committed; raise if it cannot be (the caller withholds data)."""
+    async def insert_audit(self, record: dict[str, Any]) -> int:
+        """Return the record's seq once it is committed; raise if it cannot be (the caller withholds data)."""
         if self._db is None or self._wakeup is None:
             raise StoreClosed("store is not open")
         # Serialised here, so a record that cannot be encoded fails its own request, not the batch.
         encoded = canonical(record)  # the exact bytes the hash chain covers
-        await self._enqueue({**record, "_json": encoded})
+        item = {**record, "_json": encoded}
+        await self._enqueue(item)
+        return int(item["_seq"])
 
     async def _enqueue(self, item: dict[str, Any]) -> None:
         """Hand an item to the group-commit writer; return once its transaction is committed."""
@@ -211,6 +213,7 @@ class Store:
                 )
                 seq = cur.lastrowid
                 assert seq is not None  # an INSERT into a rowid table always has one
+                record["_seq"] = seq  # (set again if the batch is rolled back and retried alone)
                 head_seq = seq
                 rows = [(seq, p, "targeted") for p in record.get("patients_targeted") or []]
                 rows += [(seq, p, "disclosed") for p in record.get("patients_disclosed") or []]
