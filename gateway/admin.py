@@ -28,6 +28,7 @@ from gateway import rules
 from gateway.audited import Reply, Surface, audited
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error
+from gateway.fhir.body import read_all
 from gateway.fhir.params import ID_RE
 from gateway.fhir.request import FhirRequest
 from gateway.hooks import AdminRoute
@@ -166,16 +167,7 @@ async def json_body(request: web.Request, clause: str) -> dict[str, Any]:
             zh=f"管理接口只接受 application/json,不接受“{request.content_type}”",
             clause=clause,
         )
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise error(
-            status=413,
-            code="too-long",
-            rule=rules.ADMIN_BODY_TOO_LARGE,
-            en="the request body is too large",
-            zh="请求体过大",
-        ) from None
+    raw = await read_all(request, rules.ADMIN_BODY_TOO_LARGE)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -19,6 +19,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError, Reason, error
 from gateway.fhir.resources import UNRESOLVED_PATIENT, Slot, about_references
 from gateway.policy import PolicyError, RequestDecision, Verdict
+from gateway.proxy import batch_get
 from gateway.runtime import Gateway
 
 log = structlog.get_logger("emrguard.decide")
@@ -112,18 +113,8 @@ async def _read_upstream(gw: Gateway, ctx: RequestContext, refs: list[str]) -> d
     """These records as the server has them now (absent: nothing to disclose), in one batch."""
     if not refs:
         return {}
-    entries = [{"request": {"method": "GET", "url": ref}} for ref in refs]
-    resp = await gw.upstream.send(
-        "POST",
-        "",
-        "",
-        None,
-        orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries}),
-        ctx.request_id,
-        extra_headers={"Content-Type": "application/fhir+json"},
-    )
-    answers = resp.body.get("entry") if isinstance(resp.body, dict) else None
-    if resp.status != 200 or not isinstance(answers, list) or len(answers) != len(refs):
+    answers = await batch_get(gw.upstream, refs, ctx.request_id)
+    if answers is None:
         raise _about_unreadable()
     found: dict[str, dict[str, Any]] = {}
     for ref, answer in zip(refs, answers, strict=True):

@@ -183,6 +183,25 @@ class UpstreamClient:
         )
 
 
+async def batch_get(upstream: UpstreamClient, urls: list[str], request_id: str) -> list[Any] | None:
+    """GET these relative URLs in one batch: the answer entries, one per URL, or None if the server
+    did not answer the batch whole (the caller fails closed)."""
+    entries = [{"request": {"method": "GET", "url": url}} for url in urls]
+    resp = await upstream.send(
+        "POST",
+        "",
+        "",
+        None,
+        orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+        request_id,
+        extra_headers={"Content-Type": "application/fhir+json"},
+    )
+    answers = resp.body.get("entry") if isinstance(resp.body, dict) else None
+    if resp.status != 200 or not isinstance(answers, list) or len(answers) != len(urls):
+        return None
+    return answers
+
+
 def rewrite_urls(body: Any, upstream_base: str, public_base: str) -> None:
     """Point absolute upstream URLs in Bundles (links, fullUrl, response.location) at the gateway."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":

@@ -15,20 +15,21 @@ JSON_BODY_TYPES = ("application/fhir+json", "application/json", "application/jso
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
+async def read_all(request: web.Request, rule: str = rules.BODY_TOO_LARGE) -> bytes:
+    """The whole body, bounded by max_request_bytes: over it, a 413 OperationOutcome."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise error(
+            status=413, code="too-long", rule=rule, en="the request body is too large", zh="请求体过大"
+        ) from None
+
+
 async def read_body(request: web.Request, path: str) -> tuple[bytes, Any, list[tuple[str, str]]]:
     """Raw body, its JSON (or None), and form fields of a POST _search."""
     if not request.body_exists:
         return b"", None, []
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise error(
-            status=413,
-            code="too-long",
-            rule=rules.BODY_TOO_LARGE,
-            en="the request body is too large",
-            zh="请求体过大",
-        ) from None
+    raw = await read_all(request)
     if not raw:
         return b"", None, []
     content_type = request.content_type.lower()

@@ -13,13 +13,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from gateway.context import RequestContext
 from gateway.errors import error
 from gateway.fhir.resources import UNRESOLVED_PATIENT
 from gateway.hooks import Plugin
-from gateway.proxy import UpstreamClient
+from gateway.proxy import UpstreamClient, batch_get
 from gateway.runtime import Gateway
 
 #: The rule id this control refuses with (OperationOutcome, audit record).
@@ -134,24 +132,13 @@ class CarePlugin(Plugin):
         if not missing:
             return
         assert self.upstream is not None, "care plugin used before start()"
-        entries = []
-        for p in sorted(missing):
-            entries += [
-                {"request": {"method": "GET", "url": f"Encounter?subject={p}&_count=200"}},
-                {"request": {"method": "GET", "url": f"CareTeam?subject={p}&_count=50"}},
-                {"request": {"method": "GET", "url": p}},
-            ]
-        resp = await self.upstream.send(
-            "POST",
-            "",
-            "",
-            None,
-            orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries}),
-            ctx.request_id,
-            extra_headers={"Content-Type": "application/fhir+json"},
-        )
-        answers = resp.body.get("entry") if isinstance(resp.body, dict) else None
-        if resp.status != 200 or not isinstance(answers, list) or len(answers) != len(entries):
+        urls = [
+            url
+            for p in sorted(missing)
+            for url in (f"Encounter?subject={p}&_count=200", f"CareTeam?subject={p}&_count=50", p)
+        ]
+        answers = await batch_get(self.upstream, urls, ctx.request_id)
+        if answers is None:
             raise error(
                 status=502,
                 code="transient",
