@@ -27,17 +27,35 @@ from gateway.errors import GatewayError, Reason, error
 from gateway.fhir.request import FhirRequest
 from gateway.fhir.resources import collect, resource_patients
 from gateway.hooks import Plugin
+from gateway.policy.files import policy_data, policy_dir
 from gateway.proxy import UpstreamResponse
 from gateway.runtime import Gateway
 from gateway.store import utc_now
 
 WRITE_BY_ID = ("update", "patch", "delete")
-SENSITIVITY_SYSTEMS = frozenset(
+#: The label systems whose codes restrict a record, by their name in the classification data
+#: (opa_policies/emr/config/classification: every alias, canonical form, the same data grading uses).
+LABEL_SYSTEM_NAMES = frozenset({"Confidentiality", "ActCode"})
+DEFAULT_LABEL_SYSTEMS = frozenset(
     {
-        "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
-        "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "http://terminology.hl7.org/codesystem/v3-confidentiality",
+        "http://terminology.hl7.org/codesystem/v3-actcode",
     }
 )
+
+
+def canonical_system(system: Any) -> str:
+    """As the policy compares systems: lower case, no blanks or slashes at either end."""
+    return system.strip(" /").lower() if isinstance(system, str) else ""
+
+
+def label_systems(classification: dict[str, Any]) -> frozenset[str]:
+    systems = classification.get("code_systems") if isinstance(classification, dict) else None
+    if not isinstance(systems, dict):
+        return DEFAULT_LABEL_SYSTEMS
+    return frozenset(s for s, name in systems.items() if name in LABEL_SYSTEM_NAMES) or DEFAULT_LABEL_SYSTEMS
+
+
 PATCH_FAILED = "fhir.patch-failed"
 PRE_READ_FAILED = "upstream.pre-read"
 
@@ -46,12 +64,13 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def labels(resource: Any) -> set[str]:
+def labels(resource: Any, systems: frozenset[str] = DEFAULT_LABEL_SYSTEMS) -> set[str]:
+    """The restricting labels of a resource, in whichever spelling of their system."""
     meta = resource.get("meta") if isinstance(resource, dict) else None
     return {
-        str(c.get("code"))
+        str(c.get("code")).strip().upper()
         for c in (meta or {}).get("security") or []
-        if isinstance(c, dict) and c.get("system") in SENSITIVITY_SYSTEMS
+        if isinstance(c, dict) and canonical_system(c.get("system")) in systems
     }
 
 
@@ -76,9 +95,12 @@ class WriteGuardPlugin(Plugin):
 
     def __init__(self) -> None:
         self.gw: Gateway | None = None
+        self.label_systems = DEFAULT_LABEL_SYSTEMS
 
     async def start(self, gw: Gateway) -> None:
         self.gw = gw
+        config = policy_data(policy_dir(gw.settings.policy_dir)).get("emr", {}).get("config", {})
+        self.label_systems = label_systems(config.get("classification", {}))
 
     async def before_decision(self, ctx: RequestContext) -> None:
         if ctx.fhir is not None and ctx.fhir.is_write:
@@ -155,7 +177,7 @@ class WriteGuardPlugin(Plugin):
             new = resource_patients(result) - set(target.all_patients())
             target.patients |= new
             added |= new
-            removed |= labels(current) - labels(result)
+            removed |= labels(current, self.label_systems) - labels(result, self.label_systems)
         if not added and not removed:
             return
         ctx.audit_extra["write_effect"] = {"patients_added": sorted(added), "labels_removed": sorted(removed)}

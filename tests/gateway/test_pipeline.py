@@ -1140,3 +1140,33 @@ async def test_a_conditional_read_inside_a_batch_is_judged_like_a_read(
     assert status == 200, body
     (entry,) = body["entry"]
     assert entry["response"]["status"].startswith("403") and "resource" not in entry
+
+
+@pytest.mark.parametrize(
+    "system",
+    ["urn:oid:2.16.840.1.113883.5.25", "HTTP://terminology.hl7.org/CodeSystem/v3-Confidentiality/"],
+)
+async def test_a_label_in_another_spelling_of_its_system_cannot_be_stripped(
+    gw: Harness, idp: Any, fhir_server: Any, system: str
+) -> None:
+    """Grading reads every alias of the label systems: so does the rule that only records officers
+    lower a record's sensitivity (I.3)."""
+    own = fhir_server.patients[3]
+    obs = await upstream_post(
+        fhir_server,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "bp"},
+            "subject": {"reference": own},
+            "meta": {"security": [{"system": system, "code": "R"}]},
+        },
+    )
+    stripped = {k: v for k, v in obs.items() if k != "meta"}
+    doctor = idp.token("physician", sub="dr-li", dept=fhir_server.departments[own])
+    resp = await gw.client.put(
+        f"/fhir/Observation/{obs['id']}",
+        data=json.dumps(stripped),
+        headers={**auth(doctor, "TREAT"), "Content-Type": "application/fhir+json"},
+    )
+    assert resp.status == 403 and "write.label-removed" in oo_rules(await resp.json(content_type=None))
