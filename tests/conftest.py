@@ -140,8 +140,23 @@ def launch(kind: str) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if any("fhir_server" in getattr(item, "fixturenames", ()) for item in session.items):
-        launch("hapi")
+    """Start HAPI early, only if a selected test will use it."""
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("fhir_server") == "hapi":
+            launch("hapi")
+            return
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No FHIR server outlives the run (one launched but never used is stopped here)."""
+    for proc in _STARTING.values():
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    _STARTING.clear()
 
 
 def _ready(kind: str) -> FhirServer:

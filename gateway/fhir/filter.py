@@ -8,6 +8,7 @@ resource or a Parameters part disappears; a dropped top-level resource refuses t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,10 +134,18 @@ def _minimise(
             raise ValueError("the policy asks for pseudonyms but no pseudonym_secret is configured")
         real_id = resource.get("id") if resource.get("resourceType") == "Patient" else None
         pseudonymiser.apply(resource)
-        if real_id and slot.entry is not None and isinstance(slot.entry.get("fullUrl"), str):
-            slot.entry["fullUrl"] = slot.entry["fullUrl"].replace(
-                f"Patient/{real_id}", f"Patient/{resource['id']}"
-            )
+        if real_id and slot.entry is not None:
+            # Wherever the entry names the record: fullUrl, and a history entry's request and
+            # response (`request.url: Patient/1000/_history/1` beside the pseudonymised resource).
+            real = re.compile(f"Patient/{re.escape(real_id)}(?=[/?#]|$)")
+            pseudo = f"Patient/{resource['id']}"
+            for holder, key in (
+                (slot.entry, "fullUrl"),
+                (slot.entry.get("request"), "url"),
+                (slot.entry.get("response"), "location"),
+            ):
+                if isinstance(holder, dict) and isinstance(holder.get(key), str):
+                    holder[key] = real.sub(pseudo, holder[key])
     # The narrative can repeat any element (a name, an address), even one the server left out
     # (_summary=text): once anything is to be withheld, the human-readable text goes too.
     resource.pop("text", None)

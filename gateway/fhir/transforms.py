@@ -65,12 +65,21 @@ def year_of(resource: dict[str, Any], path: str) -> None:
         resource[path] = value[:4]
 
 
+#: The keys a Reference that is only a display may carry (a Coding has a code or system besides).
+DISPLAY_ONLY_REFERENCE = frozenset({"display", "type", "id", "extension"})
+
+
 def walk_references(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
-    """Call ``visit`` on every Reference inside a resource (also a logical one, by identifier only)."""
+    """Call ``visit`` on every Reference inside a resource (also a logical one, by identifier only,
+    and one that is a display alone: `subject: {display: "洪玉英 MRN000003"}` names a person too)."""
     if isinstance(node, dict):
-        if isinstance(node.get("reference"), str) or (
-            isinstance(node.get("identifier"), dict)
-            and ("display" in node or "type" in node or len(node) == 1)
+        if (
+            isinstance(node.get("reference"), str)
+            or (
+                isinstance(node.get("identifier"), dict)
+                and ("display" in node or "type" in node or len(node) == 1)
+            )
+            or (isinstance(node.get("display"), str) and set(node) <= DISPLAY_ONLY_REFERENCE)
         ):
             visit(node)
         for key, value in node.items():

@@ -1,6 +1,7 @@
 """Write governance (I.3 who changed what; I.4 a write may only change what one may see).
 
-Beside opa_policies/emr/write/. Three things, each at its step of the request path:
+Beside opa_policies/emr/write/. Three things, each at its step of the request path (the pre-read
+also stands before an operation on one record, which answers about it):
 
 - before the decision, a write's body is hashed into the audit record;
 - before it is forwarded, an update, patch or delete by id is judged against the record as it is
@@ -60,6 +61,17 @@ PATCH_FAILED = "fhir.patch-failed"
 PRE_READ_FAILED = "upstream.pre-read"
 
 
+def judged_first(request: FhirRequest) -> bool:
+    """A write by id changes the record as it is now; an operation on a record ($validate, $meta …)
+    answers about it — HAPI's $validate OperationOutcome quotes its codes. Either is judged against
+    the record first, as if it were read (the answer itself holds no resource to judge)."""
+    if not request.id:
+        return False
+    return request.interaction in WRITE_BY_ID or (
+        request.interaction == "operation" and request.level == "instance"
+    )
+
+
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -110,7 +122,7 @@ class WriteGuardPlugin(Plugin):
         """Judge the current versions of the records a write changes; If-Match for the write."""
         assert self.gw is not None and ctx.fhir is not None
         gw = self.gw
-        targets = [r for r in [ctx.fhir, *ctx.fhir.entries] if r.interaction in WRITE_BY_ID and r.id]
+        targets = [r for r in [ctx.fhir, *ctx.fhir.entries] if judged_first(r)]
         if not targets:
             return {}
         currents: list[tuple[Any, str | None]] = []
@@ -152,7 +164,7 @@ class WriteGuardPlugin(Plugin):
             sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)) for body, _ in currents
         ]
         top = ctx.fhir
-        if top in targets and currents and "If-Match" not in ctx.headers:
+        if top in targets and top.interaction in WRITE_BY_ID and currents and "If-Match" not in ctx.headers:
             version, etag = versions[0]
             if etag or version:
                 return {"If-Match": etag or f'W/"{version}"'}
