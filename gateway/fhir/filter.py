@@ -99,6 +99,10 @@ def apply_verdicts(
             del container[i]
     for bundle, matches_before in bundles:
         _fix_total(bundle, matches_before)
+        if bundle.get("entry") == []:
+            # A page whose every entry was withheld looks like one that matched nothing: servers omit
+            # an empty `entry` (`"entry": []` told that withheld records exist, insider corpus).
+            del bundle["entry"]
     if result.root_dropped:
         result.disclosed, result.disclosed_patients = [], set()
     return result

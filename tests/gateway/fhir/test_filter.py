@@ -168,7 +168,7 @@ def test_no_total_is_invented():
 def test_everything_dropped_leaves_an_empty_page():
     body = searchset(search_entry(obs("o1")), search_entry(obs("o2")), total=2)
     result = run(body, {"o1": DROP, "o2": DROP})
-    assert body["entry"] == []
+    assert "entry" not in body  # empty the way a page that matched nothing is (no `"entry": []`)
     assert body["total"] == 0
     assert result.disclosed == [] and result.disclosed_patients == set()
 
@@ -612,3 +612,13 @@ def test_distinct_entries_share_a_verdict_by_content_not_by_id():
     distinct, index = distinct_entries(entries)
     assert len(distinct) == 2 and index == [0, 0, 1]
     assert distinct[0]["id"] == "o1"  # the representative keeps its own id and path
+
+
+def test_a_page_whose_every_entry_is_withheld_looks_like_no_match() -> None:
+    """`"entry": []` after the filter, beside a page with no `entry` at all for no match, told an
+    insider that withheld records exist (tests/hostile/test_insiders.py found it)."""
+    body = searchset(search_entry(obs("o1")), search_entry(obs("o2")))
+    no_match: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": body["link"]}
+    slots = collect(body)
+    apply_verdicts(body, slots, [{"keep": False}, {"keep": False}])
+    assert "entry" not in body and body.keys() == no_match.keys()
