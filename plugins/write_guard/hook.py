@@ -125,7 +125,7 @@ class WriteGuardPlugin(Plugin):
         targets = [r for r in [ctx.fhir, *ctx.fhir.entries] if judged_first(r)]
         if not targets:
             return {}
-        currents: list[tuple[Any, str | None]] = []
+        currents: list[tuple[FhirRequest, Any, str | None]] = []
         writes: list[tuple[FhirRequest, dict[str, Any]]] = []
         for target in targets:
             resp = await gw.upstream.send(
@@ -141,10 +141,10 @@ class WriteGuardPlugin(Plugin):
                     en="the current version of the record could not be read",
                     zh="无法读取记录的当前版本",
                 )
-            currents.append((resp.body, resp.headers.get("ETag")))
+            currents.append((target, resp.body, resp.headers.get("ETag")))
             if target.interaction in ("patch", "update"):
                 writes.append((target, resp.body))
-        slots = [slot for body, _ in currents for slot in collect(body)]
+        slots = [slot for _, body, _ in currents for slot in collect(body)]
         if slots:
             verdicts = await judge(gw, ctx, ctx.request_input, slots)
             if not all(v["keep"] for v in verdicts):
@@ -157,16 +157,19 @@ class WriteGuardPlugin(Plugin):
                 raise GatewayError(403, "forbidden", refused or [withheld])
         if writes:
             await self._decide_effect(ctx, writes)
-        versions = [((body.get("meta") or {}).get("versionId"), etag) for body, etag in currents]
-        ctx.audit_extra["versions_before"] = [v for v, _ in versions]
+        replaced = [(t, body, etag) for t, body, etag in currents if t.interaction in WRITE_BY_ID]
+        if not replaced:
+            return {}  # an operation on a record: judged, nothing is replaced
+        ctx.audit_extra["versions_before"] = [
+            (body.get("meta") or {}).get("versionId") for _, body, _ in replaced
+        ]
         # Hashes of what was there, so "who changed what" is answerable from the audit alone (I.3, II.2).
         ctx.audit_extra["body_hashes_before"] = [
-            sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)) for body, _ in currents
+            sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)) for _, body, _ in replaced
         ]
-        top = ctx.fhir
-        if top in targets and top.interaction in WRITE_BY_ID and currents and "If-Match" not in ctx.headers:
-            version, etag = versions[0]
-            if etag or version:
+        for target, body, etag in replaced:  # the top-level write is pinned to the version judged
+            version = (body.get("meta") or {}).get("versionId")
+            if target is ctx.fhir and "If-Match" not in ctx.headers and (etag or version):
                 return {"If-Match": etag or f'W/"{version}"'}
         return {}
 

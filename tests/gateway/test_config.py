@@ -345,3 +345,11 @@ def test_pseudonym_secret_must_be_long_enough():
     """Research pseudonyms (I.4) are only as strong as their key."""
     with pytest.raises(ConfigError, match="pseudonym_secret"):
         load_settings(environ=env(pseudonym_secret="short"))
+
+
+def test_dev_token_is_not_part_of_the_installed_gateway(capsys: pytest.CaptureFixture[str]) -> None:
+    """Development keys never ship: the old command says where token minting went, whatever follows."""
+    from gateway.cli import main
+
+    assert main(["dev-token", "--role", "nurse", "--dept", "cardiology"]) == 2
+    assert "python -m devtools.tokens" in capsys.readouterr().err

@@ -66,3 +66,5 @@ async def test_an_operation_on_a_record_is_judged_by_the_record(
     own = idp.token("physician", sub="dr-psy", dept="psychiatry")
     status, _ = await answer(client, f"/fhir/Condition/{cond['id']}/$validate", own, "TREAT")
     assert status != 403
+    # Judged, not replaced: the record of an operation claims no version it replaced.
+    assert "versions_before" not in read_audit(client.settings)[-1].get("extra", {})
