@@ -44,10 +44,10 @@ policy-test: setup
 test: setup lint policy-test
 	EMRGUARD_OPA_BIN=$(OPA) EMRGUARD_HAPI_JAR=$(HAPI_JAR) $(VENV)/bin/pytest -q
 
-# make bench [UPSTREAM=medplum|hapi]
+# make bench [UPSTREAM=medplum|hapi] [BENCH_ARGS="--seconds 3 --workloads mix"]: bench/README.md
 bench: setup
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	EMRGUARD_OPA_BIN=$(OPA) $(PY) -m bench.run --upstream $(or $(UPSTREAM),medplum)
+	EMRGUARD_OPA_BIN=$(OPA) $(PY) -m bench.run --upstream $(or $(UPSTREAM),medplum) $(BENCH_ARGS)
 
 # A development token for `make run`: make token ROLE=nurse [DEPT=cardiology] [SUB=...]
 token: $(VENV)/.installed

@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.admin import add_admin_routes
 from gateway.audit.admin import ROUTES as AUDIT_ROUTES
 from gateway.config import Settings
+from gateway.decide import decision_cache
 from gateway.edge import HEALTH_PATHS, edge, parser_limits
 from gateway.pipeline import FHIR_PREFIX, handle_fhir
 from gateway.runtime import GATEWAY, Gateway
@@ -21,11 +22,24 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Upstream FHIR server, policy engine, operator keys and store all reachable (readiness)."""
-    checks = await request.app[GATEWAY].readiness()
+    """Upstream FHIR server, policy engine, operator keys and store all reachable (readiness), and
+    the store able to commit (II.2): while it cannot, 503 naming it (``"store": "cannot commit:
+    database is locked"``), with the records waiting in the backlog and the count of records lost."""
+    gw = request.app[GATEWAY]
+    checks = await gw.readiness()
     ok = all(checks.values())
     return web.json_response(
-        {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
+        {"status": "ready" if ok else "not ready", "checks": checks, **gw.store.health()},
+        status=200 if ok else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Counters in the Prometheus text format: the decision cache's hits, misses, expiries and size
+    (gateway/policy/cache.py). Nothing about a patient, an operator or a policy's content."""
+    return web.Response(
+        body=decision_cache(request.app[GATEWAY]).metrics().encode(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Cache-Control": "no-store"},
     )
 
 
@@ -47,6 +61,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> web.Applic
     app.cleanup_ctx.append(parts)
     app.router.add_get(HEALTH_PATHS[0], healthz)
     app.router.add_get(HEALTH_PATHS[1], readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_route("*", FHIR_PREFIX, handle_fhir)
     # [\s\S]: a newline in the path must reach the handler (and be refused and audited there),
     # not fall through to the edge's 404.

@@ -8,6 +8,10 @@ turns any exception into a FHIR ``OperationOutcome`` (zh + en), and commits the 
 Only then is the answer released; if the record cannot be written the caller gets 503 and nothing
 else (fail closed). Handlers return data (:class:`Reply`) and raise
 :class:`~gateway.errors.GatewayError`; they never build responses or write audit records.
+
+The 503 has its record too (II.2 traceability: every request, the refused included): status 503,
+the reason, nothing disclosed, kept in the store's backlog until the store can commit it. A request
+whose record the backlog could not keep is refused 503 before its handler runs (no data fetched).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from gateway import rules
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error, operation_outcome
 from gateway.proxy import FHIR_JSON
-from gateway.runtime import GATEWAY
+from gateway.runtime import GATEWAY, Gateway
+from gateway.store.commit import StoreUnavailable
 
 log = structlog.get_logger("emrguard.audited")
 
@@ -83,35 +88,63 @@ def audited(surface: Surface, handler: Handler) -> Callable[[web.Request], Await
         ctx = RequestContext.from_request(request, surface.path(request))
         with structlog.contextvars.bound_contextvars(request_id=ctx.request_id):
             surface.prepare(ctx)
+            if not gw.store.admit():  # the backlog is full: refuse before anything is fetched
+                log.error("audit backlog full; request refused", backlog=len(gw.store.backlog))
+                return await _withhold(gw, ctx, surface, "the audit backlog is full")
             try:
-                reply = await handler(request, ctx)
-            except GatewayError as err:
-                reply = _refusal(err, ctx)
-            except Exception:  # a bug must not leak data or skip the audit
-                log.exception("unhandled error", interaction=ctx.fhir.interaction if ctx.fhir else None)
-                ctx.reasons = []
-                reply = _refusal(surface.internal, ctx)
-            try:  # the exact bytes to release exist before the record says they were released
-                response = respond(reply.status, reply.body, ctx, surface, reply.headers)
-            except Exception:
-                log.exception("answer could not be serialised; nothing released")
-                ctx.reasons = []
-                reply = _refusal(surface.internal, ctx)
-                response = respond(reply.status, reply.body, ctx, surface, reply.headers)
-                ctx.patients_disclosed, ctx.resources_disclosed = set(), []
-            ctx.status = reply.status
-            surface.finish(ctx, reply.status)
-            try:
-                await gw.audit.write(ctx)
-            except Exception:
-                # II.2: no disclosure (and no reported change) without its record. Withhold all.
-                log.exception("audit record could not be written; response withheld")
-                unavailable = surface.unavailable
-                outcome = operation_outcome(unavailable, ctx.request_id)
-                return respond(unavailable.status, outcome, ctx, surface, {})
-            return response
+                return await _handle(gw, request, ctx, surface, handler)
+            finally:
+                gw.store.release()
 
     return handle
+
+
+async def _handle(
+    gw: Gateway, request: web.Request, ctx: RequestContext, surface: Surface, handler: Handler
+) -> web.StreamResponse:
+    """Run the handler, then commit the record before the answer is released (II.2)."""
+    try:
+        reply = await handler(request, ctx)
+    except GatewayError as err:
+        reply = _refusal(err, ctx)
+    except Exception:  # a bug must not leak data or skip the audit
+        log.exception("unhandled error", interaction=ctx.fhir.interaction if ctx.fhir else None)
+        ctx.reasons = []
+        reply = _refusal(surface.internal, ctx)
+    try:  # the exact bytes to release exist before the record says they were released
+        response = respond(reply.status, reply.body, ctx, surface, reply.headers)
+    except Exception:
+        log.exception("answer could not be serialised; nothing released")
+        ctx.reasons = []
+        reply = _refusal(surface.internal, ctx)
+        response = respond(reply.status, reply.body, ctx, surface, reply.headers)
+        ctx.patients_disclosed, ctx.resources_disclosed = set(), []
+    ctx.status = reply.status
+    surface.finish(ctx, reply.status)
+    try:
+        await gw.audit.write(ctx)
+    except Exception as exc:
+        # II.2: no disclosure (and no reported change) without its record. Withhold all.
+        if isinstance(exc, StoreUnavailable):  # expected in an outage: the store says why, once
+            log.error("audit record not committed in time; response withheld", error=str(exc))
+        else:
+            log.exception("audit record could not be written; response withheld")
+        return await _withhold(gw, ctx, surface, str(exc) or type(exc).__name__)
+    return response
+
+
+async def _withhold(gw: Gateway, ctx: RequestContext, surface: Surface, why: str) -> web.Response:
+    """The 503 of a request whose record was not committed, and that 503's own record, kept (II.2):
+    nothing disclosed; the answer it would have had is named in the record (``withheld_status``)."""
+    unavailable = surface.unavailable
+    if ctx.status:  # (0: refused before its handler ran)
+        ctx.audit_extra["withheld_status"] = ctx.status
+    ctx.audit_extra["audit_unavailable"] = why[:500]
+    ctx.status = unavailable.status
+    ctx.reasons = list(unavailable.reasons)
+    ctx.patients_disclosed, ctx.resources_disclosed = set(), []
+    await gw.audit.keep(ctx)
+    return respond(unavailable.status, operation_outcome(unavailable, ctx.request_id), ctx, surface, {})
 
 
 FHIR_SURFACE = Surface(

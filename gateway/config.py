@@ -29,6 +29,9 @@ ALLOWED_JWT_ALGORITHMS = frozenset(
 # EMRGUARD_* variables read by the tooling, not by Settings.
 NON_SETTING_VARIABLES = frozenset({"CONFIG", "OPA_BIN", "CACHE"})
 #: Keys that no longer exist, and what to do instead (refused with this message, never ignored).
+#: 网络安全法 第二十一条: network logs kept at least six months.
+MIN_RETENTION_DAYS = 180
+
 REMOVED_KEYS = {
     "bare_passthrough": "the bare pass-through is a benchmark tool now (bench/passthrough.py, run by "
     "`make bench`); the gateway always decides, filters and audits",
@@ -94,6 +97,9 @@ class Settings:
     #: Rego modules and data for the embedded engine; empty: the policies installed with the package.
     policy_dir: str = ""
     policy_timeout_seconds: float = 2.0
+    #: Policy answers kept for reuse (gateway/policy/cache.py: exact, keyed by the whole input and
+    #: the policy revision, each for as long as the policy says it holds); 0: no cache.
+    decision_cache_size: int = 20000
     # --- state and audit -------------------------------------------------------------------
     db: str = "var/emrguard.sqlite"
     audit_log: str = "-"
@@ -103,6 +109,23 @@ class Settings:
     #: Where signed checkpoints go (JSON lines, outside the database); they also go to the log stream.
     audit_checkpoint_file: str = ""
     audit_checkpoint_interval_seconds: float = 1.0
+    #: False only to run deliberately without signed checkpoints (a truncated tail then goes
+    #: unnoticed); otherwise ``emrguard serve`` refuses to start without a signing key (II.2).
+    audit_checkpoints: bool = True
+    #: How long a request waits for a store that another process holds locked before its answer
+    #: is 503 (its record is kept in the backlog, never dropped).
+    store_busy_timeout_seconds: float = 2.0
+    #: Records (and alerts) kept in memory while the store cannot commit; committed, in order,
+    #: when it can again. Beyond this many the gateway refuses new requests (503) rather than lose one.
+    audit_backlog_max: int = 10000
+    #: A file on another volume where the backlog is also written while the store cannot commit
+    #: (empty: memory only); replayed into the store at start-up and when the store recovers.
+    audit_spill_file: str = ""
+    #: 网络安全法 第二十一条: network logs are kept at least six months. No command removes a record
+    #: younger than this; older records may be moved into signed archive segments (audit archive).
+    audit_retention_days: int = 180
+    #: Where ``emrguard audit archive`` writes sealed, signed, chain-linked segments.
+    audit_archive_dir: str = "var/audit-archive"
     #: A FHIR server that keeps AuditEvents (IHE BALP); empty: no forwarding.
     audit_forward_url: str = ""
     audit_forward_authorization: str = ""
@@ -115,6 +138,9 @@ class Settings:
     pseudonym_secret: str = ""
     #: How long a paging cursor (the gateway's `next` link of a search page) can be followed.
     paging_cursor_ttl_seconds: float = 900.0
+    #: Upstream pages the gateway reads ahead to fill a page with visible entries and to confirm a
+    #: further visible entry exists before it offers a `next` link (no paging oracle, I.4).
+    paging_lookahead_pages: int = 4
     #: How long a patient's departments and care team (looked up upstream) are reused.
     patient_context_ttl_seconds: float = 30.0
     #: Key of the watermarks' MAC (II.2 数字水印); at least 32 characters when the watermark plugin is on.
@@ -278,16 +304,20 @@ def validate(s: Settings) -> None:
         _check_url("opa_url", s.opa_url, required=True)
     elif s.policy_dir and not Path(s.policy_dir).is_dir():
         raise ConfigError(f"config key 'policy_dir': '{s.policy_dir}' is not a directory")
+    # Each answer kept is up to a few kB (a 100-entry response's verdicts): the bound is on memory.
+    if not 0 <= s.decision_cache_size <= 1_000_000:
+        raise ConfigError("config key 'decision_cache_size' must be between 0 (no cache) and 1000000")
     for key in (
         "upstream_timeout",
         "upstream_connect_timeout",
         "policy_timeout_seconds",
         "patient_context_ttl_seconds",
         "paging_cursor_ttl_seconds",
+        "store_busy_timeout_seconds",
     ):
         if getattr(s, key) <= 0:
             raise ConfigError(f"config key '{key}' must be greater than 0")
-    for key in ("max_request_bytes", "max_response_bytes", "upstream_pool_size"):
+    for key in ("max_request_bytes", "max_response_bytes", "upstream_pool_size", "audit_backlog_max"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"config key '{key}' must be greater than 0")
     # aiohttp's own parser limits are set above these (gateway/app.py), so they stay bounded too.
@@ -310,15 +340,50 @@ def validate(s: Settings) -> None:
             "config key 'pseudonym_secret': at least 32 characters are required (research pseudonyms, I.4); "
             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
+    # II.2 tamper evidence: without signed checkpoints a deleted or rewritten tail of the trail goes
+    # unnoticed, so the gateway does not start without a signing key unless told so in plain words.
+    if s.audit_checkpoints and not s.audit_signing_key_file:
+        raise ConfigError(
+            "config key 'audit_signing_key_file' is required: the audit chain's head is signed into "
+            "'audit_checkpoint_file' so that deleting or rewriting the newest records is detected (II.2). "
+            "Create the key with `emrguard keys init --dir DIR` and add the two lines it prints "
+            "(audit_signing_key_file, audit_checkpoint_file) to the config; or set audit_checkpoints = false "
+            "to run deliberately without signed checkpoints"
+        )
+    if not s.audit_checkpoints and s.audit_signing_key_file:
+        raise ConfigError(
+            "config key 'audit_checkpoints' is false but 'audit_signing_key_file' is set: remove one of them "
+            "(checkpoints are either on, with a key, or deliberately off)"
+        )
     if s.audit_signing_key_file:
         if not Path(s.audit_signing_key_file).is_file():
             raise ConfigError(
-                f"config key 'audit_signing_key_file': '{s.audit_signing_key_file}' is not a readable file"
+                f"config key 'audit_signing_key_file': '{s.audit_signing_key_file}' is not a readable file "
+                "(`emrguard keys init --dir DIR` creates one)"
             )
+        from gateway.audit.chain import load_private_key
+
+        try:
+            load_private_key(s.audit_signing_key_file)
+        except (ValueError, TypeError, OSError):
+            raise ConfigError(
+                f"config key 'audit_signing_key_file': '{s.audit_signing_key_file}' is not an Ed25519 private key "
+                "(PEM, unencrypted; `emrguard keys init --dir DIR` creates one)"
+            ) from None
         if not s.audit_checkpoint_file:
-            raise ConfigError("config key 'audit_checkpoint_file' is required with 'audit_signing_key_file'")
+            raise ConfigError(
+                "config key 'audit_checkpoint_file' is required with 'audit_signing_key_file' "
+                "(a file outside the database, e.g. on another volume)"
+            )
     if not s.audit_log:
         raise ConfigError("config key 'audit_log' is required (a file path, or '-' for stdout)")
+    if s.audit_retention_days < MIN_RETENTION_DAYS:
+        raise ConfigError(
+            f"config key 'audit_retention_days' must be at least {MIN_RETENTION_DAYS}: network logs are kept at "
+            "least six months (网络安全法 第二十一条, cited by the notice)"
+        )
+    if not 1 <= s.paging_lookahead_pages <= 50:
+        raise ConfigError("config key 'paging_lookahead_pages' must be between 1 and 50")
 
 
 __all__ = ["ConfigError", "Settings", "load_settings", "validate"]

@@ -3,6 +3,8 @@
 The pipeline and the controls (plugins/write_guard judges a write's pre-read and its result) ask
 through these functions, so every decision of a request is timed into its ``policy_ms``, an engine
 failure is always a refusal, and every alert obligation is committed with the request's record.
+Answers come from the decision cache (gateway/policy/cache.py) where the policy would give them
+again exactly; a cached answer's alerts are raised for every request it answers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from gateway import rules
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, Reason, error
 from gateway.fhir.resources import UNRESOLVED_PATIENT, Slot, about_references
-from gateway.policy import PolicyError, RequestDecision, Verdict
+from gateway.policy import PolicyError, RequestDecision, ResponseDecision, Verdict
+from gateway.policy.cache import (
+    DecisionCache,
+    entry_asked,
+    entry_key,
+    request_key,
+    response_key,
+    whole_asked,
+)
+from gateway.policy.engine import REQUEST_DECISION, RESPONSE_DECISION
 from gateway.proxy import batch_get
 from gateway.runtime import Gateway
 
@@ -30,8 +41,35 @@ async def request_decision(
     gw: Gateway, ctx: RequestContext, decision_input: dict[str, Any]
 ) -> RequestDecision:
     """The request decision for this input; its alerts are kept for the audit record (II.3)."""
-    decision = await _ask(ctx, gw.engine.decide_request(decision_input))
+    decision = await _ask(ctx, _request(gw, decision_input))
     raise_alerts(ctx, decision.obligations)
+    return decision
+
+
+def decision_cache(gw: Gateway) -> DecisionCache:
+    """The engine's decision cache, made on first use with ``decision_cache_size`` answers."""
+    cache = gw.engine.cache
+    if cache is None:
+        cache = gw.engine.cache = DecisionCache(gw.settings.decision_cache_size)
+    return cache
+
+
+async def _request(gw: Gateway, doc: dict[str, Any]) -> RequestDecision:
+    engine = gw.engine
+    cache = decision_cache(gw)
+    asked = request_key(engine.revision, doc) if cache.admits(engine) else None
+    if asked is None:
+        return await engine.decide_request(doc)
+    held = cache.get(asked, "request")
+    cache.answer("request", cached=held is not None)
+    if held is not None:  # fresh objects every time: nobody shares a cached answer's lists
+        return engine.request_decision(orjson.loads(held.value))
+    raw = await engine.evaluate(REQUEST_DECISION, doc)
+    decision = engine.request_decision(raw)  # a malformed answer raises here, and is not kept
+    if "valid_until" in raw:  # a policy that does not say until when is never reused
+        cache.put(asked, orjson.dumps(raw), decision.valid_until, "request")
+    else:
+        cache.not_kept("request")
     return decision
 
 
@@ -52,8 +90,8 @@ async def judge(
     entries = [slot.summary() for slot in judged]
     new_patients = {p for e in entries for p in e["patients"]} - ctx.patient_context.keys()
     await gw.hooks.before_response_decision(ctx, new_patients)
-    distinct, index = distinct_entries(entries)
-    decision = await _ask(ctx, gw.engine.decide_response(dict(decision_input, entries=distinct)))
+    distinct, index, keys = _distinct(entries)
+    decision = await _ask(ctx, _response(gw, dict(decision_input, entries=distinct), keys))
     raise_alerts(ctx, decision.obligations)
     verdicts = [decision.verdicts[i] for i in index]
     for i, needed in depends.items():
@@ -142,18 +180,70 @@ def distinct_entries(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     """Entries equal in all but `id` and `path` are judged once (opa_policies/README.md: a rule must
     not decide on id or path). A 100-entry search of one patient's heart rates is one entry to the
     policy, not a hundred. Returns the distinct entries and, per entry, its distinct index."""
+    distinct, index, _ = _distinct(entries)
+    return distinct, index
+
+
+def _distinct(
+    entries: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[int], list[bytes]]:
+    """As :func:`distinct_entries`, and the canonical bytes of each distinct entry (its cache key)."""
     seen: dict[bytes, int] = {}
     distinct: list[dict[str, Any]] = []
+    keys: list[bytes] = []
     index: list[int] = []
     for e in entries:
-        key = orjson.dumps(
-            {k: v for k, v in e.items() if k not in ("id", "path")}, option=orjson.OPT_SORT_KEYS
-        )
+        key = entry_key(e)
         if key not in seen:
             seen[key] = len(distinct)
             distinct.append(e)
+            keys.append(key)
         index.append(seen[key])
-    return distinct, index
+    return distinct, index, keys
+
+
+async def _response(gw: Gateway, doc: dict[str, Any], keys: list[bytes]) -> ResponseDecision:
+    """The response decision over distinct entries: each verdict from the cache where it holds,
+    the others decided in one call (gateway/policy/cache.py says why this is exact)."""
+    engine = gw.engine
+    cache = decision_cache(gw)
+    shared = response_key(engine.revision, doc) if keys and cache.admits(engine) else None
+    if shared is None:
+        return await engine.decide_response(doc)
+    asked = [entry_asked(shared, k) for k in keys]
+    held = [cache.get(a, "response_entry") for a in asked]
+    kept = [h for h in held if h is not None]
+    if len(kept) == len(keys):  # every verdict held; none of them raises an alert
+        cache.answer("response", cached=True)
+        verdicts = [orjson.loads(h.value) for h in kept]
+        return engine.response_decision({"verdicts": verdicts, "obligations": []}, len(keys))
+    whole = whole_asked(shared, keys)
+    found = cache.get(whole, "response_whole")
+    cache.answer("response", cached=found is not None)
+    if found is not None:
+        return engine.response_decision(orjson.loads(found.value), len(keys))
+    missing = [i for i, h in enumerate(held) if h is None]
+    entries = doc["entries"]
+    raw = await engine.evaluate(RESPONSE_DECISION, dict(doc, entries=[entries[i] for i in missing]))
+    part = engine.response_decision(raw, len(missing))  # a malformed answer raises: nothing kept
+    verdicts = [None if h is None else orjson.loads(h.value) for h in held]
+    for i, verdict in zip(missing, part.verdicts, strict=True):
+        verdicts[i] = verdict
+    decision = ResponseDecision(verdicts, part.obligations, part.valid_until)
+    if "valid_until" not in raw:  # a policy that does not say until when is never reused
+        cache.not_kept("response_entry")
+    elif not part.obligations:
+        # No alert for these entries together, so none for any of them alone: each kept alone.
+        for i, verdict in zip(missing, part.verdicts, strict=True):
+            cache.put(asked[i], orjson.dumps(verdict), part.valid_until, "response_entry")
+    else:
+        # Which entry raised which alert is not said: the whole answer is kept, for as long as its
+        # parts hold (the held verdicts raise none, so these alerts are the whole answer's).
+        value = orjson.dumps({"verdicts": verdicts, "obligations": part.obligations})
+        ends = [h.until_ns for h in kept if h.until_ns is not None]
+        cache.not_kept("response_entry")
+        cache.put(whole, value, part.valid_until, "response_whole", not_after=min(ends, default=None))
+    return decision
 
 
 def raise_alerts(ctx: RequestContext, obligations: list[dict[str, Any]]) -> None:

@@ -3,12 +3,14 @@
 A server's `next` link may name a stored search instead of the query (HAPI:
 ``BASE?_getpages=<uuid>&_getpagesoffset=20``): followed as it is, page 2 would be decided without
 the query that made it — only the per-resource filter would stand, and a link copied from another
-operator would open their search. So every paging link of a search or history page is replaced by
-the gateway's own cursor, ``<base>?_cursor=<token>``: the upstream link and the *original request*,
-bound to the operator and the purpose, expiring, MAC-keyed so it cannot be forged or edited. A page
-reached by a cursor is decided as the original request, for the same operator and purpose, and the
-upstream link is forwarded exactly as the server gave it. Raw upstream paging parameters from a
-client are refused.
+operator would open their search. So no upstream paging link reaches the client: a page's only
+links are its `self` and — when gateway/pages.py has seen a further visible match — a `next` that is
+the gateway's own cursor, ``<base>?_cursor=<token>``: the upstream page to resume at and how many of
+its matches were already released, with the *original request*, bound to the operator and the
+purpose, expiring, encrypted and authenticated (AES-GCM) so it can be neither read — its upstream
+link names real ids, which a researcher must not see — nor forged or edited. A page reached by a cursor is decided
+as the original request, for the same operator and purpose, and the upstream link is forwarded
+exactly as the server gave it. Raw upstream paging parameters from a client are refused.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway import rules
 from gateway.errors import GatewayError, error
@@ -33,8 +38,9 @@ PAGING_RELATIONS = frozenset({"next", "previous", "prev", "first", "last"})
 UPSTREAM_PAGE_PARAMS = (*RAW_PAGING_PARAMS, "_offset")
 PAGED_BUNDLES = frozenset({"searchset", "history"})
 NESTED_RESPONSES = frozenset({"batch-response", "transaction-response"})
-MAC_BYTES = 16
-KEY_LABEL = b"emrguard-paging-v1"
+NONCE_BYTES = 12
+#: v2: encrypted (v1 was signed only, and its upstream link named real ids to a researcher).
+KEY_LABEL = b"emrguard-paging-v2"
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Cursor:
     operator: str
     purpose: str | None
     expires: float
+    #: Matches of the upstream page that earlier pages released (gateway/pages.py).
+    skip: int = 0
 
     @property
     def original(self) -> str:
@@ -75,11 +83,8 @@ class Pager:
     """Makes and opens cursors with a key derived from the gateway's secret."""
 
     def __init__(self, secret: str, ttl_seconds: float) -> None:
-        self._key = hmac.new(secret.encode(), KEY_LABEL, hashlib.sha256).digest()
+        self._aead = AESGCM(hmac.new(secret.encode(), KEY_LABEL, hashlib.sha256).digest())
         self.ttl = ttl_seconds
-
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:MAC_BYTES]
 
     def seal(self, cursor: Cursor) -> str:
         payload = orjson.dumps(
@@ -91,17 +96,17 @@ class Pager:
                 "o": cursor.operator,
                 "s": cursor.purpose,
                 "e": int(cursor.expires),
+                "k": cursor.skip,
             }
         )
-        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
+        nonce = os.urandom(NONCE_BYTES)
+        return _b64(nonce + self._aead.encrypt(nonce, payload, KEY_LABEL))
 
     def open(self, token: str, operator: str) -> Cursor:
         """The cursor, if the token is one of ours, unaltered, unexpired and this operator's."""
         try:
-            body, mac = token.split(".", 1)
-            payload = _unb64(body)
-            good = hmac.compare_digest(_unb64(mac), self._mac(payload))
-            doc = orjson.loads(payload) if good else None
+            raw = _unb64(token)
+            doc = orjson.loads(self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], KEY_LABEL))
             cursor = (
                 Cursor(
                     upstream=str(doc["u"]),
@@ -111,11 +116,12 @@ class Pager:
                     operator=str(doc["o"]),
                     purpose=None if doc["s"] is None else str(doc["s"]),
                     expires=float(doc["e"]),
+                    skip=int(doc.get("k", 0)),
                 )
                 if doc is not None
                 else None
             )
-        except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        except (ValueError, TypeError, KeyError, AttributeError, InvalidTag, orjson.JSONDecodeError):
             cursor = None
         if cursor is None:
             raise _refused(
@@ -149,55 +155,44 @@ class Pager:
                 "该翻页游标是为其他使用目的签发的;请重新查询",
             )
 
-    def own_links(
-        self,
-        body: Any,
-        upstream_base: str,
-        public_base: str,
-        original: Cursor,
-    ) -> None:
-        """Replace the paging links of a search or history page by cursors, in place; paging links
-        of Bundles nested in a batch response are removed (the client runs that search itself)."""
-        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-            return
-        if body.get("type") in PAGED_BUNDLES:
-            body["link"] = self._links(body.get("link"), upstream_base, public_base, original)
-        elif body.get("type") in NESTED_RESPONSES:
-            for entry in body.get("entry") or []:
-                nested = entry.get("resource") if isinstance(entry, dict) else None
-                if isinstance(nested, dict) and nested.get("resourceType") == "Bundle":
-                    links = nested.get("link")
-                    if isinstance(links, list):
-                        nested["link"] = [
-                            link
-                            for link in links
-                            if not (isinstance(link, dict) and link.get("relation") in PAGING_RELATIONS)
-                        ]
+    def link(self, original: Cursor, upstream: str, skip: int, public_base: str) -> str:
+        """The gateway's URL for the page of ``original`` that starts at ``upstream`` (a link
+        relative to the upstream base) after ``skip`` of its matches."""
+        cursor = Cursor(
+            upstream=upstream,
+            method=original.method,
+            path=original.path,
+            query=original.query,
+            operator=original.operator,
+            purpose=original.purpose,
+            expires=time.time() + self.ttl,
+            skip=skip,
+        )
+        return f"{public_base}?{CURSOR_PARAM}={self.seal(cursor)}"
 
-    def _links(self, links: Any, upstream_base: str, public_base: str, original: Cursor) -> list[Any]:
-        out: list[Any] = []
-        for link in links if isinstance(links, list) else []:
-            url = link.get("url") if isinstance(link, dict) else None
-            paging = isinstance(link, dict) and (
-                link.get("relation") in PAGING_RELATIONS
-                # A page's `self` names the page the server's way (`_getpages`, `_offset`): a cursor too.
-                or (isinstance(url, str) and any(f"{p}=" in url for p in UPSTREAM_PAGE_PARAMS))
-            )
-            if not paging:
-                out.append(link)  # self of a first page (rewritten to the gateway's base), other relations
-                continue
-            if not isinstance(url, str) or not url.startswith(upstream_base):
-                continue  # a link the gateway cannot follow itself is not passed on (fail closed)
-            assert isinstance(link, dict)
-            rel = url[len(upstream_base) :].lstrip("/")
-            cursor = Cursor(
-                upstream=rel,
-                method=original.method,
-                path=original.path,
-                query=original.query,
-                operator=original.operator,
-                purpose=original.purpose,
-                expires=time.time() + self.ttl,
-            )
-            out.append({**link, "url": f"{public_base}?{CURSOR_PARAM}={self.seal(cursor)}"})
-        return out
+
+def strip_paging_links(body: Any) -> None:
+    """Upstream paging links of a page the gateway did not build (``_count=0``, a page in a batch
+    response) are removed: no upstream link reaches the client, and the client runs such a search
+    itself to get the gateway's paging (gateway/pages.py)."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        return
+    if body.get("type") in PAGED_BUNDLES:
+        _strip(body)
+    elif body.get("type") in NESTED_RESPONSES:
+        for entry in body.get("entry") or []:
+            nested = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(nested, dict) and nested.get("resourceType") == "Bundle":
+                _strip(nested)
+
+
+def _strip(bundle: dict[str, Any]) -> None:
+    links = bundle.get("link")
+    if isinstance(links, list):
+        bundle["link"] = [
+            link
+            for link in links
+            if isinstance(link, dict)
+            and link.get("relation") not in PAGING_RELATIONS
+            and not any(f"{p}=" in str(link.get("url")) for p in UPSTREAM_PAGE_PARAMS)
+        ]

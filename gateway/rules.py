@@ -42,6 +42,20 @@ INVALID_RESOURCE = "fhir.invalid-resource"
 PATCH_FORMAT = "fhir.patch-format"
 #: I.3: a reference by search (`Patient?identifier=…`) in a write body
 CONDITIONAL_REFERENCE = "fhir.conditional-reference"
+#: I.4: a search parameter that is not an R4 search parameter of the type searched (names are
+#: case-sensitive: `PATIENT`, `_HAS`), an unknown link of a chain or `_has`
+SEARCH_UNKNOWN_PARAM = "fhir.search-unknown-parameter"
+#: I.4: a search parameter the gateway cannot tell the selection of: `_filter`, `_query`, `_text`,
+#: `_content`, `_list`, `_contained`, `_containedType`, `_type` outside a system search; `_sort` by
+#: graded content
+SEARCH_PARAM_NOT_SERVED = "fhir.search-parameter-not-served"
+#: I.4: a modifier the gateway cannot reason about for the parameter's type (`code:in`, `_id:not`,
+#: `subject:identifier`, `code:text` …): only those in gateway/fhir/params.py's allow-list
+SEARCH_MODIFIER_NOT_SERVED = "fhir.search-modifier-not-served"
+#: I.4: a chain or `_has` that ends in graded content (codes, labels), or `_has` in a system search
+SEARCH_CHAIN_NOT_SERVED = "fhir.search-chain-not-served"
+#: a result parameter (`_count`, `_sort`, `_include` …) or `:missing` with a value it does not take
+SEARCH_BAD_VALUE = "fhir.search-bad-value"
 #: a PATCH inside a batch or transaction
 PATCH_IN_BUNDLE = "fhir.patch-in-bundle"
 #: the FHIR server did not answer in time

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.audit.log import AuditLog
 from gateway.auth import TokenVerifier
 from gateway.config import Settings
-from gateway.fhir.transforms import Pseudonymiser
+from gateway.fhir.pseudonyms import Pseudonymiser
 from gateway.hooks import Hooks, Plugin, load_plugins, plugin_names
 from gateway.paging import Pager
 from gateway.policy import PolicyEngine
@@ -63,7 +63,13 @@ class Gateway:
         for warning in warnings:
             log.warning("deprecated_setting", detail=warning)
         plugins = load_plugins(names)
-        store = Store(settings.db, [p.schema for p in plugins if p.schema])
+        store = Store(
+            settings.db,
+            [p.schema for p in plugins if p.schema],
+            busy_timeout=settings.store_busy_timeout_seconds,
+            backlog_max=settings.audit_backlog_max,
+            spill_file=settings.audit_spill_file,
+        )
         return cls(
             settings=settings,
             verifier=TokenVerifier(settings),

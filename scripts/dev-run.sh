@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run [UPSTREAM=hapi]`: a FHIR server (Medplum dev server, or HAPI FHIR JPA) with synthetic patients,
 # and EMR Guard in front of it
-# (embedded policy engine, SQLite store, development signing key). Ctrl-C stops both.
+# (embedded policy engine, SQLite store, signed audit checkpoints). Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FHIR_PORT="${FHIR_PORT:-8090}"
@@ -52,8 +52,9 @@ export EMRGUARD_DB="${EMRGUARD_DB:-var/emrguard.sqlite}"
 export EMRGUARD_AUDIT_LOG="${EMRGUARD_AUDIT_LOG:-var/audit.jsonl}"
 # Research pseudonym key: made once per checkout for development; production keeps its own secret.
 [[ -s var/dev-keys/pseudonym-secret ]] || $PY -c 'import secrets; print(secrets.token_urlsafe(32))' > var/dev-keys/pseudonym-secret
-# Audit checkpoint signing key (Ed25519), development only.
-[[ -s var/dev-keys/audit-signing.pem ]] || $PY -c 'from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K; from cryptography.hazmat.primitives import serialization as s; print(K.generate().private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()).decode())' > var/dev-keys/audit-signing.pem
+# The audit signing key (Ed25519; II.2 signed checkpoints and archive segments), made once per
+# checkout the way production makes it: `emrguard serve` does not start without it.
+[[ -s var/dev-keys/audit-signing.pem ]] || .venv/bin/emrguard keys init --dir var/dev-keys > /dev/null
 export EMRGUARD_AUDIT_SIGNING_KEY_FILE="${EMRGUARD_AUDIT_SIGNING_KEY_FILE:-var/dev-keys/audit-signing.pem}"
 export EMRGUARD_AUDIT_CHECKPOINT_FILE="${EMRGUARD_AUDIT_CHECKPOINT_FILE:-var/audit-checkpoints.jsonl}"
 [[ -s var/dev-keys/watermark-secret ]] || $PY -c 'import secrets; print(secrets.token_urlsafe(32))' > var/dev-keys/watermark-secret

@@ -246,8 +246,18 @@ def auth(token: str, purpose: str | None = "TREAT", **headers: str) -> dict[str,
 # --- gateway ------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def audit_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The audit signing key of every test gateway, made once per session as `emrguard keys init`
+    makes it: test apps run with real signed checkpoints, as `emrguard serve` must (II.2)."""
+    from gateway.audit.checkpoints import create_signing_key
+
+    private, _, _ = create_signing_key(tmp_path_factory.mktemp("audit-keys"))
+    return private
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, idp: IdentityProvider) -> Any:
+def make_settings(tmp_path: Path, idp: IdentityProvider, audit_signing_key: Path) -> Any:
     def build(upstream_url: str, engine: str = "embedded", opa_url: str = "", **overrides: Any) -> Settings:
         values: dict[str, Any] = dict(
             upstream_url=upstream_url,
@@ -261,6 +271,8 @@ def make_settings(tmp_path: Path, idp: IdentityProvider) -> Any:
             audit_log=str(tmp_path / "audit.jsonl"),
             pseudonym_secret="test-pseudonym-secret-0123456789-abcdef",
             watermark_secret="test-watermark-secret-0123456789-abcdef",
+            audit_signing_key_file=str(audit_signing_key),
+            audit_checkpoint_file=str(tmp_path / "audit-checkpoints.jsonl"),
         )
         values.update(overrides)
         return Settings(**values)
@@ -269,8 +281,10 @@ def make_settings(tmp_path: Path, idp: IdentityProvider) -> Any:
 
 
 def read_audit(settings: Settings) -> list[dict[str, Any]]:
+    """The log's lines, less the signed checkpoints the gateway writes there every second."""
     path = Path(settings.audit_log)
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [line for line in lines if line.get("event") != "audit_checkpoint"]
 
 
 # --- the admin API (no FHIR server: the upstream is unreachable, admin routes never touch it) ---

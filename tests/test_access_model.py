@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from gateway.app import create_app
+from gateway.fhir.pseudonyms import Pseudonymiser
 from gateway.runtime import GATEWAY
 from plugins.care.hook import DEPARTMENT_SYSTEM
 from plugins.grants.store import GrantStore
@@ -187,8 +188,17 @@ async def test_grade5_hiv_condition_absent_for_grade4_role_others_remain(story: 
 
 
 async def test_has_probing_for_hiv_is_refused(story: Story) -> None:
+    # By a code through _has: the policy could not grade it, so the gateway refuses it up front.
     status, body = await story.get(
         "/fhir/Patient?_has:Condition:patient:code=B20", "nurse", "nurse-li", "infectious_disease"
+    )
+    assert status == 400 and "fhir.search-chain-not-served" in rules(body)
+    # Any other _has matches on records the nurse may not see: the policy refuses it below grade 5.
+    status, body = await story.get(
+        "/fhir/Patient?_has:Condition:patient:recorded-date=ge2000-01-01",
+        "nurse",
+        "nurse-li",
+        "infectious_disease",
     )
     assert status == 403 and "search.side-channel" in rules(body)
 
@@ -231,21 +241,28 @@ async def test_student_rotation_deidentified_and_ends_to_the_second(story: Story
 async def test_researcher_sees_pseudonyms_never_real_ids(story: Story) -> None:
     p = await story.patient("oncology", {"code": {"text": "lung cancer"}})
     real_id = p["patient"].split("/")[1]
+    # A researcher names patients only by their pseudonyms (I.4): a real id would link the person.
     status, body = await story.get(
         f"/fhir/Condition?subject={p['patient']}", "researcher", "res-sun", "", purpose="HRESCH"
     )
+    assert status == 403 and "pseudonym.real-id" in rules(body)
+    # Her pseudonym of the patient (no study grant: her own key), read through the gateway.
+    pseudonym = Pseudonymiser(story.settings.pseudonym_secret).for_study("operator:res-sun")(
+        "Patient", real_id
+    )
+    status, body = await story.get(
+        f"/fhir/Condition?subject=Patient/{pseudonym}", "researcher", "res-sun", "", purpose="HRESCH"
+    )
     assert status == 200 and body["entry"]
     refs = {e["resource"]["subject"]["reference"] for e in body["entry"]}
-    assert all(r.startswith("Patient/ps-") for r in refs)
-    body_text = json.dumps(
-        {k: v for k, v in body.items() if k != "link"}
-    )  # links echo the researcher's own query
-    assert real_id not in body_text
-    # Stable: the same pseudonym on the next request.
+    assert refs == {f"Patient/{pseudonym}"}
+    assert all(e["resource"]["id"].startswith("ps-") for e in body["entry"])
+    assert real_id not in json.dumps(body)  # links too: they echo her query as she sent it
+    # Stable: the same pseudonyms on the next request.
     _, again = await story.get(
-        f"/fhir/Condition?subject={p['patient']}", "researcher", "res-sun", "", purpose="HRESCH"
+        f"/fhir/Condition?subject=Patient/{pseudonym}", "researcher", "res-sun", "", purpose="HRESCH"
     )
-    assert {e["resource"]["subject"]["reference"] for e in again["entry"]} == refs
+    assert [e["resource"]["id"] for e in again["entry"]] == [e["resource"]["id"] for e in body["entry"]]
     # The audit names the real patient (II.2).
     assert read_audit(story.settings)[-1]["patients_disclosed"] == [p["patient"]]
 
@@ -294,6 +311,10 @@ async def test_sealed_patient_refused_by_every_route_except_named_personnel(stor
     ]
     for route in routes:  # the very next request after the seal call
         status, body = await story.get(route, "nurse", "nurse-zhao", "cardiology")
+        if route == f"/fhir/{cond}":  # names no patient: refused like an id that does not exist
+            assert status == 404 and rules(body) == {"fhir.not-available"}, route
+            assert "seal.sealed" in json.dumps(read_audit(story.settings)[-1]["reasons"]), route
+            continue
         assert status == 403, route
         assert "seal.sealed" in rules(body), route
     # Reached from a search that does not name the patient: the entries are withheld.
@@ -435,10 +456,12 @@ async def test_seal_and_care_hold_by_every_link_not_only_subject(story: Story) -
         f"/fhir/Observation?focus={pid}",
     ):
         status, _ = await story.get(route, "nurse", "nurse-derm", "dermatology")
-        assert status == 403, route
+        # A read by id names no patient: refused like an id that does not exist (no existence oracle).
+        assert status == (404 if "?" not in route else 403), route
     await SealStore(story.store).seal_patient(pid, "media event", "舆情-2026-032", [], by="rec-chen")
     status, body = await story.get(f"/fhir/Appointment/{appt['id']}", "nurse", "nurse-zhao", "cardiology")
-    assert status == 403 and "seal.sealed" in rules(body)
+    assert status == 404 and rules(body) == {"fhir.not-available"}
+    assert "seal.sealed" in json.dumps(read_audit(story.settings)[-1]["reasons"])
 
 
 async def test_emergency_purpose_without_reason_is_no_way_round_the_grade_cap(story: Story) -> None:

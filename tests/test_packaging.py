@@ -61,6 +61,20 @@ def test_serve_from_any_folder_uses_the_packaged_policies(tmp_path: Path) -> Non
         EMRGUARD_DB="var/emrguard.sqlite",
     )
     emrguard = Path(sys.executable).parent / "emrguard"
+    # The gateway does not start without an audit signing key (II.2): made the way an operator would.
+    keys = subprocess.run(
+        [str(emrguard), "keys", "init", "--dir", "keys"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert keys.returncode == 0, keys.stderr
+    for line in keys.stdout.splitlines():
+        if " = " in line:
+            key, value = line.split(" = ", 1)
+            env["EMRGUARD_" + key.strip().upper()] = value.strip().strip('"')
+    assert "EMRGUARD_AUDIT_SIGNING_KEY_FILE" in env and "EMRGUARD_AUDIT_CHECKPOINT_FILE" in env
     proc = subprocess.Popen(
         [str(emrguard), "serve"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

@@ -4,10 +4,16 @@ gateway/audited.py). The JSON-lines log (``audit_log``, for log shipping) follow
 exists only for a committed record, is written whole (one write, or truncated back), and a log that
 cannot be written (a full volume) costs no request its answer — the log lags, and catches up from
 the store, in order, at the next write or start-up. A torn last line left by a crash is cut at start.
+A response is never changed once its record is committed: nothing after the commit can fail it.
+
+A store that cannot commit in time (gateway/store/commit.py) answers the request 503; its 503
+record is kept (:meth:`AuditLog.keep`) and committed when the store can, and the log follows those
+commits too (II.2).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from typing import IO, Any
@@ -15,6 +21,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from gateway.aio import stop_task
 from gateway.audit.checkpoints import Checkpointer
 from gateway.audit.record import build_record
 from gateway.context import RequestContext
@@ -37,6 +44,8 @@ class LogSink:
         #: lines that could not be written (the log lags the store until it catches up).
         self.failures = 0
         self.lagging = False
+        # A catch-up after kept records were committed runs beside requests' follow(): one at a time.
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         if self.destination == "-":
@@ -106,8 +115,14 @@ class LogSink:
 
     async def follow(self, seq: int, record: dict[str, Any], alerts: list[dict[str, Any]]) -> None:
         """The lines of a record just committed (catching up first if the log lags)."""
+        async with self._lock:
+            await self._follow(seq, record, alerts)
+
+    async def _follow(self, seq: int, record: dict[str, Any], alerts: list[dict[str, Any]]) -> None:
+        if seq <= self.cursor:
+            return  # a catch-up wrote it already
         if self.lagging or seq != self.cursor + 1:
-            await self.catch_up(seq - 1)
+            await self._catch_up(seq - 1)
         if self.lagging:
             self.lagging = seq > self.cursor + 1 or not self._record_lines(seq, record, alerts)
             return
@@ -127,6 +142,10 @@ class LogSink:
 
     async def catch_up(self, until: int) -> None:
         """Lines for committed records the log lacks, in order, up to ``until``."""
+        async with self._lock:
+            await self._catch_up(until)
+
+    async def _catch_up(self, until: int) -> None:
         while self.cursor < until:
             batch = await self.store.records_after(self.cursor, CATCH_UP_BATCH)
             if not batch:
@@ -163,9 +182,11 @@ class AuditLog:
         self._checkpoint_settings = checkpoints
         self.checkpointer: Checkpointer | None = None
         self.closed = False
+        self._catching_up: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.sink.start()
+        self.store.on_kept_commit.append(self._follow_kept)
         if self._checkpoint_settings:
             key_file, checkpoint_file, interval = self._checkpoint_settings
             self.checkpointer = Checkpointer(self.store, key_file, checkpoint_file, interval, self.sink)
@@ -173,19 +194,54 @@ class AuditLog:
 
     async def close(self) -> None:
         self.closed = True  # nothing is recorded after the final checkpoint: a late request gets 503
+        if self._follow_kept in self.store.on_kept_commit:
+            self.store.on_kept_commit.remove(self._follow_kept)
+        await stop_task(self._catching_up)
         if self.checkpointer is not None:
             await self.checkpointer.close()
-        await self.sink.catch_up(self.store.chain_head[1])
+        await self._sink_catch_up()
         self.sink.close()
 
+    def _follow_kept(self) -> None:
+        """Records committed with nobody waiting (kept while the store could not commit): their
+        lines follow now, not only at the next request."""
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.create_task(self._sink_catch_up(), name="emrguard-audit-log-catch-up")
+
+    async def _sink_catch_up(self) -> None:
+        try:
+            await self.sink.catch_up(self.store.chain_head[1])
+        except Exception:  # the log lags; the store holds the records (II.2)
+            self.sink.lagging = True
+            log.exception("audit_log_catch_up_failed", path=self.sink.destination)
+
     async def write(self, ctx: RequestContext) -> dict[str, Any]:
+        """Commit the request's alerts and record (II.2, II.3); raise if the record is not committed
+        (by the store: in time) — the caller then withholds the answer and keeps its 503 (:meth:`keep`)."""
         if self.closed:
             raise RuntimeError("the audit trail is closed (shutting down)")
         record = build_record(ctx)
         alerts = [{**alert, "time": record["time"]} for alert in ctx.alerts]
-        for alert in alerts:  # II.3: alerts first, so no audited access lacks its alert
-            await self.store.insert_alert(alert)
+        for alert in alerts:  # II.3: queued ahead of the record, so no audited access lacks its alert
+            await self.store.insert_alert(alert, wait=False)
         seq = await self.store.insert_audit(record)
         # Committed: the answer no longer depends on the log (a full log volume lags, not refuses).
-        await self.sink.follow(seq, record, alerts)
+        try:
+            await self.sink.follow(seq, record, alerts)
+        except Exception:
+            self.sink.lagging = True
+            log.exception("audit_log_follow_failed", path=self.sink.destination, seq=seq)
         return record
+
+    async def keep(self, ctx: RequestContext) -> None:
+        """The record of a request answered 503 because its own could not be committed (II.2): kept
+        in the store's backlog (and spill file) and committed when the store can; never raises."""
+        if self.closed:  # nothing may follow the final checkpoint
+            self.store.lost(ctx.request_id, "the audit trail is closed (shutting down)")
+            return
+        try:
+            record = build_record(ctx)
+        except Exception as exc:
+            self.store.lost(ctx.request_id, f"the record could not be built: {exc}")
+            return
+        await self.store.keep_audit(record)

@@ -6,12 +6,19 @@ its own read-only connection). Every filter is answered from an index: the patie
 ``audit_patient (patient, seq)``, the operator through ``audit (operator, time)``, time through
 ``audit (time)``; the rest narrows what those indexes found. Paging is keyset (``seq < cursor``),
 so page 1,000 costs what page 1 costs.
+
+Records older than the retention window may have been moved into archive segments
+(gateway/audit/archive.py; 网络安全法 第二十一条): :func:`run_all` and :func:`iter_all` read the
+live store first, then the archive, newest first, as one trail (seq is global, so the same cursor
+pages across both). The archive is matched by :func:`matches`, the same filters in Python.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,3 +140,89 @@ def run(db: sqlite3.Connection, q: AuditQuery) -> dict[str, Any]:
     rows = db.execute(sql, args).fetchall()
     records = [orjson.loads(blob) for _, blob in rows]
     return {"records": records, "next_cursor": rows[-1][0] if len(rows) == q.limit else None}
+
+
+def matches(q: AuditQuery, record: dict[str, Any]) -> bool:
+    """What :func:`build_sql` selects, for one record outside the database (an archived one): the
+    patient in its index (targeted or disclosed), the other filters on the record's own fields."""
+    if q.patient is not None and q.patient not in (record.get("patients_targeted") or []) + (
+        record.get("patients_disclosed") or []
+    ):
+        return False
+    for key in ("operator", "purpose", "decision", "resource_type", "request_id", "resource_id"):
+        wanted = getattr(q, key)
+        if wanted is not None and record.get(key) != wanted:
+            return False
+    when = record.get("time")
+    if q.time_from is not None and not (isinstance(when, str) and when >= q.time_from):
+        return False
+    return not (q.time_to is not None and not (isinstance(when, str) and when < q.time_to))
+
+
+def _live_first(db: sqlite3.Connection) -> int | None:
+    row = db.execute("SELECT MIN(seq) FROM audit").fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def iter_all(
+    db: sqlite3.Connection, q: AuditQuery, archive_dir: str | os.PathLike[str] | None
+) -> Iterator[dict[str, Any]]:
+    """Every matching record, newest first: the live store page by page, then the archive
+    segments (a record both archived and live, after an interrupted move, is listed once)."""
+    page_query = replace(q, limit=max(1, min(q.limit, MAX_LIMIT)))
+    while True:
+        page = run(db, page_query)
+        yield from page["records"]
+        if page["next_cursor"] is None:
+            break
+        page_query.cursor = page["next_cursor"]
+    if archive_dir is not None:
+        for _, record in search_archive(archive_dir, q, _live_first(db)):
+            yield record
+
+
+def run_all(
+    db: sqlite3.Connection, q: AuditQuery, archive_dir: str | os.PathLike[str] | None
+) -> dict[str, Any]:
+    """One page across live store and archive: {"records": [...], "next_cursor": seq or None}."""
+    page = run(db, q)
+    if page["next_cursor"] is not None or archive_dir is None:
+        return page
+    records = list(page["records"])
+    last: int | None = None
+    for seq, record in search_archive(archive_dir, q, _live_first(db)):
+        records.append(record)
+        last = seq
+        if len(records) == q.limit:
+            break
+    return {"records": records, "next_cursor": last if len(records) == q.limit else None}
+
+
+def search_archive(
+    archive_dir: str | os.PathLike[str], q: AuditQuery, before_seq: int | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(seq, record) of archived records matching ``q``, newest first, below ``before_seq`` (the
+    live store's first record, so a record both archived and live is listed once). Segments
+    outside the query's time range are skipped by their manifest; the others are read whole.
+    Search trusts the files; ``emrguard audit verify`` is what checks them."""
+    from gateway.audit.segments import read_segments, segment_lines
+
+    bound = before_seq if q.cursor is None else min(q.cursor, before_seq or q.cursor)
+    for seg in reversed(read_segments(archive_dir)[0]):
+        if bound is not None and seg.first_seq >= bound:
+            continue
+        if q.time_from is not None and str(seg.body.get("time_max", "~")) < q.time_from:
+            continue
+        if q.time_to is not None and str(seg.body.get("time_min", "")) >= q.time_to:
+            continue
+        hits: list[tuple[int, dict[str, Any]]] = []
+        for line in segment_lines(seg.file):
+            seq = int(line["seq"])
+            if bound is not None and seq >= bound:
+                break
+            if q.patient is not None and not any(p == q.patient for p, _ in line.get("patients") or []):
+                continue
+            record = orjson.loads(line["record"])
+            if matches(q, record):
+                hits.append((seq, record))
+        yield from reversed(hits)

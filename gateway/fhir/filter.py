@@ -8,13 +8,13 @@ resource or a Parameters part disappears; a dropped top-level resource refuses t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import Reason
+from gateway.fhir.pseudonyms import Pseudonymiser
 from gateway.fhir.resources import Slot, mark_redacted, remove_path
-from gateway.fhir.transforms import Pseudonymiser, apply_transforms, mask_required
+from gateway.fhir.transforms import apply_transforms, mask_required
 from gateway.policy.decisions import Verdict
 
 RESPONSE_BUNDLES = frozenset({"batch-response", "transaction-response"})
@@ -57,6 +57,11 @@ def apply_verdicts(
     if len(slots) != len(verdicts):
         raise ValueError(f"{len(verdicts)} verdicts for {len(slots)} resources")  # before any change
     verdicts = documents_whole(slots, verdicts)
+    if pseudonymiser is not None and (not verdicts or any(v.get("pseudonymise") for v in verdicts)):
+        # Research (I.4): what is not a judged resource names ids too (a search Bundle's links and
+        # entries' fullUrl, request and response, an upstream OperationOutcome's text). First, while
+        # every resource still has its real id (an entry's etag is its version).
+        pseudonymiser.mask_envelope(body)
     removals: dict[int, tuple[list[Any], set[int]]] = {}
     bundles = [(b, _matches(b)) for b in _counted_bundles(body)]
     dropped_paths = [
@@ -136,20 +141,9 @@ def _minimise(
     if pseudonymise:
         if pseudonymiser is None:
             raise ValueError("the policy asks for pseudonyms but no pseudonym_secret is configured")
-        real_id = resource.get("id") if resource.get("resourceType") == "Patient" else None
-        pseudonymiser.apply(resource)
-        if real_id and slot.entry is not None:
-            # Wherever the entry names the record: fullUrl, and a history entry's request and
-            # response (`request.url: Patient/1000/_history/1` beside the pseudonymised resource).
-            real = re.compile(f"Patient/{re.escape(real_id)}(?=[/?#]|$)")
-            pseudo = f"Patient/{resource['id']}"
-            for holder, key in (
-                (slot.entry, "fullUrl"),
-                (slot.entry.get("request"), "url"),
-                (slot.entry.get("response"), "location"),
-            ):
-                if isinstance(holder, dict) and isinstance(holder.get(key), str):
-                    holder[key] = real.sub(pseudo, holder[key])
+        # Every id, version, reference and entry URL (gateway/fhir/pseudonyms.py); a contained
+        # resource keeps its local id (`#p1` is no server id).
+        pseudonymiser.apply(resource, local=slot.kind == "contained")
     # The narrative can repeat any element (a name, an address), even one the server left out
     # (_summary=text): once anything is to be withheld, the human-readable text goes too.
     resource.pop("text", None)

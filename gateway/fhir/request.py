@@ -18,6 +18,7 @@ from gateway.fhir.params import (
     bad_request,
     check_format,
     check_id,
+    check_search,
     parse_params,
     patched_patients,
     patients_in_params,
@@ -49,6 +50,16 @@ class FhirRequest:
     entries: list[FhirRequest] = field(default_factory=list)
     #: Search of a conditional create (If-None-Exist header, or entry.request.ifNoneExist).
     if_none_exist: dict[str, list[str]] = field(default_factory=dict)
+    #: Every id the request names ("Type/id", real), True if it was named by its research pseudonym
+    #: (gateway/fhir/pseudonyms.py: set by the pipeline when it maps pseudonyms back).
+    ids: dict[str, bool] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The search of a conditional create is a search: allow-listed like one (I.4) wherever it is
+        # set (the If-None-Exist header in the pipeline, entry.request.ifNoneExist in a batch).
+        if name == "if_none_exist" and value:
+            check_search(self.resource_type, value, "If-None-Exist: ")
+        super().__setattr__(name, value)
 
     @property
     def is_write(self) -> bool:
@@ -79,6 +90,7 @@ class FhirRequest:
                 "patients": self.all_patients(),
                 "params": self.params,
                 "if_none_exist": self.if_none_exist,
+                "ids": self.ids,
                 "entries": [
                     {
                         "interaction": e.interaction,
@@ -89,6 +101,7 @@ class FhirRequest:
                         "operation": e.operation,
                         "patients": e.all_patients(),
                         "params": e.params,
+                        "ids": e.ids,
                     }
                     for e in self.entries
                 ],
@@ -146,6 +159,7 @@ def parse_request(
     if n == 0:
         if method == "GET":
             req.interaction = "search-system"
+            check_search(None, params)
         elif method == "POST" and not nested:
             bundle = _body_resource(body, "Bundle")
             kind = bundle.get("type")
@@ -169,6 +183,7 @@ def parse_request(
         return req
     if n == 1 and first == "_search" and method == "POST":
         req.interaction = "search-system"
+        check_search(None, params)
         return req
     if first.startswith("$"):
         return _operation(req, segments, 0, method, unsupported)
@@ -190,6 +205,8 @@ def parse_request(
                 req.patients = resource_patients(_body_resource(body, req.resource_type))
         else:
             raise unsupported()
+        if req.interaction != "create":  # a search, or the search of a conditional update/patch/delete
+            check_search(req.resource_type, params)
         req.patients |= patients_in_params(req.resource_type, params)
         return req
 
@@ -237,6 +254,8 @@ def parse_request(
             req.interaction = "search-type"
         else:
             raise unsupported()
+    if req.interaction == "search-type":  # POST _search, a compartment search
+        check_search(req.resource_type, params)
     req.patients |= patients_in_params(req.resource_type, params)
     return req
 

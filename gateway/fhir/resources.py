@@ -12,8 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# Elements that point at the patient a resource is about (Patient compartment, most used ones).
-PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
+from gateway.fhir.resource_types import RESOURCE_TYPES
+
+# Elements that point at the patient a resource is about (Patient compartment, most used ones):
+# `actor` is the patient's element in Appointment, AppointmentResponse and Schedule.
+PATIENT_ELEMENTS = ("subject", "patient", "beneficiary", "actor")
 # Bundles the server generates to carry answers: only their contents are judged. Any other Bundle
 # (a stored document, message or collection) is a resource of its own with its own labels, and is
 # judged as one (its verdict covers everything inside) as well as entry by entry.
@@ -23,6 +26,17 @@ REDACTED_LABEL = {
     "code": "REDACTED",
     "display": "redacted",
 }
+
+
+def _list(value: Any) -> list[Any]:
+    """An element that should be an array, as one (an upstream's malformed answer is judged, not a crash)."""
+    return value if isinstance(value, list) else []
+
+
+def response_bundle(resource: Any) -> bool:
+    """A Bundle the server generated to carry answers (its type may be anything an upstream sends)."""
+    kind = resource.get("type") if isinstance(resource, dict) else None
+    return isinstance(kind, str) and kind in RESPONSE_BUNDLE_TYPES
 
 
 # Stands for a patient the gateway cannot name (a logical reference by identifier, a malformed id):
@@ -76,7 +90,7 @@ class Context:
         if self._entries is None:  # built only when a reference needs it
             self._entries = {
                 e["fullUrl"]: e["resource"]
-                for e in self.bundle.get("entry") or []
+                for e in _list(self.bundle.get("entry"))
                 if isinstance(e, dict)
                 and isinstance(e.get("fullUrl"), str)
                 and isinstance(e.get("resource"), dict)
@@ -84,7 +98,7 @@ class Context:
         return self._entries.get(full_url)
 
     def contained_resource(self, local_id: str) -> dict[str, Any] | None:
-        for child in (self.container or {}).get("contained") or []:
+        for child in _list((self.container or {}).get("contained")):
             if isinstance(child, dict) and child.get("id") == local_id:
                 return child
         return None
@@ -146,7 +160,7 @@ def _about(resource: dict[str, Any], ctx: Context, hops: int) -> set[str]:
         else:
             found.add(f"Patient/{rid}")
     if resource.get("resourceType") == "Bundle":  # a stored document or collection: all it holds
-        for entry in resource.get("entry") or []:
+        for entry in _list(resource.get("entry")):
             child = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(child, dict):
                 found |= _about(child, Context(child, resource, True), hops - 1)
@@ -174,7 +188,7 @@ def _codings(value: Any) -> list[dict[str, str]]:
         if not isinstance(item, dict):
             continue
         codings = item.get("coding") if "coding" in item else [item]
-        for c in codings or []:
+        for c in codings if isinstance(codings, list) else [codings]:
             if isinstance(c, dict) and isinstance(c.get("code"), str):
                 out.append({"system": str(c.get("system", "")), "code": c["code"]})
     return out
@@ -225,8 +239,10 @@ ABOUT_ELEMENTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "ClinicalImpression": (("investigation", "item"), ("finding", "itemReference")),
 }
 _LITERAL = re.compile(
-    r"^(?:[a-z][a-z0-9+.-]*://[^?#]*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+    r"^(?:[a-z][a-z0-9+.-]*://[^?#]*/)?([a-z]+)/([a-z0-9\-.]{1,64})(?:/_history/[^/]+)?$", re.IGNORECASE
 )
+# The type of a literal reference in any letter case (`condition/x`), as the type it names.
+_TYPES = {t.lower(): t for t in RESOURCE_TYPES}
 
 
 def _at(node: Any, path: tuple[str, ...]) -> list[Any]:
@@ -243,8 +259,9 @@ def about_references(resource: dict[str, Any]) -> list[str]:
         for ref in _at(resource, path):
             value = ref.get("reference") if isinstance(ref, dict) else None
             match = _LITERAL.match(value) if isinstance(value, str) else None
-            if match and match[1] != "Patient" and f"{match[1]}/{match[2]}" not in found:
-                found.append(f"{match[1]}/{match[2]}")
+            rtype = _TYPES.get(match[1].lower()) if match else None
+            if match and rtype and rtype != "Patient" and f"{rtype}/{match[2]}" not in found:
+                found.append(f"{rtype}/{match[2]}")
     return found
 
 
@@ -272,7 +289,7 @@ class Slot:
         server's record: a Patient there has no identity the gateway can check."""
         if self.kind == "contained":
             return resource_patients(self.resource, Context(self.parent, self.bundle, True))
-        embedded = self.bundle is not None and self.bundle.get("type") not in RESPONSE_BUNDLE_TYPES
+        embedded = self.bundle is not None and not response_bundle(self.bundle)
         return resource_patients(self.resource, Context(self.resource, self.bundle, embedded))
 
     def summary(self) -> dict[str, Any]:
@@ -280,7 +297,8 @@ class Slot:
         meta: dict[str, Any] = r["meta"] if isinstance(r.get("meta"), dict) else {}
         patients = sorted(self.patients())
         codes = all_codings(r)
-        search = (self.entry or {}).get("search") or {}
+        search = (self.entry or {}).get("search")
+        search = search if isinstance(search, dict) else {}
         return {
             "type": r.get("resourceType"),
             "id": r.get("id"),
@@ -306,7 +324,7 @@ def collect(body: Any) -> list[Slot]:
 
 def _walk(resource: dict[str, Any], slot: Slot, slots: list[Slot]) -> None:
     rtype = resource.get("resourceType")
-    carrier = rtype == "Parameters" or (rtype == "Bundle" and resource.get("type") in RESPONSE_BUNDLE_TYPES)
+    carrier = rtype == "Parameters" or (rtype == "Bundle" and response_bundle(resource))
     if not carrier and rtype != "OperationOutcome":
         slots.append(slot)
     prefix = f"{slot.path}." if slot.path else ""
@@ -372,7 +390,11 @@ def remove_path(resource: dict[str, Any], path: str) -> bool:
 
 def mark_redacted(resource: dict[str, Any]) -> None:
     """Label a resource so the client knows fields were withheld (HL7 v3 ObservationValue REDACTED)."""
-    meta = resource.setdefault("meta", {})
-    security = meta.setdefault("security", [])
+    if not isinstance(resource.get("meta"), dict):
+        resource["meta"] = {}  # a malformed meta says nothing the client may rely on
+    meta = resource["meta"]
+    if not isinstance(meta.get("security"), list):
+        meta["security"] = []
+    security = meta["security"]
     if not any(isinstance(s, dict) and s.get("code") == "REDACTED" for s in security):
         security.append(dict(REDACTED_LABEL))

@@ -1,23 +1,19 @@
 """Field-level minimum necessary (I.4): what the response filter does to a kept resource.
 
-The policy names the operations (opa_policies/README.md, verdict ``transform`` and
-``pseudonymise``); this module carries them out without breaking FHIR validity: where an element
-the resource cannot be valid without is withheld, a ``data-absent-reason`` of ``masked`` stands
-in its place.
+The policy names the operations (opa_policies/README.md, verdict ``transform``); this module
+carries them out without breaking FHIR validity: where an element the resource cannot be valid
+without is withheld, a ``data-absent-reason`` of ``masked`` stands in its place. Research
+pseudonyms (verdict ``pseudonymise``) are gateway/fhir/pseudonyms.py.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from gateway.fhir.resources import reference_patient
 from gateway.policy.decisions import Transform
 
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
@@ -95,32 +91,6 @@ def drop_reference_display(resource: dict[str, Any]) -> None:
     walk_references(resource, lambda ref: ref.pop("display", None))
 
 
-class Pseudonymiser:
-    """Stable keyed pseudonyms for patient ids (HRESCH): HMAC-SHA256, the same across requests."""
-
-    def __init__(self, secret: str) -> None:
-        self._key = secret.encode()
-
-    def __call__(self, patient_id: str) -> str:
-        digest = hmac.new(self._key, b"Patient/" + patient_id.encode(), hashlib.sha256).digest()
-        return "ps-" + base64.b32encode(digest[:15]).decode().lower()
-
-    def apply(self, resource: dict[str, Any]) -> None:
-        """Replace the patient's id and every reference to a patient; drop what could re-identify."""
-        if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
-            resource["id"] = self(resource["id"])
-
-        def visit(ref: dict[str, Any]) -> None:
-            patient = reference_patient(ref)
-            if patient:
-                ref["reference"] = f"Patient/{self(patient.split('/', 1)[1])}"
-            ref.pop("display", None)
-            ref.pop("identifier", None)
-
-        walk_references(resource, visit)
-        resource.pop("text", None)  # a narrative may name the patient
-
-
 def apply_transforms(resource: dict[str, Any], ops: list[Transform]) -> bool:
     """Carry out the verdict's ``transform`` operations; True if any was applied."""
     for op in ops:
@@ -135,3 +105,13 @@ def apply_transforms(resource: dict[str, Any], ops: list[Transform]) -> bool:
             # A withholding the gateway does not know how to do must not be skipped silently.
             raise ValueError(f"unknown transform {kind!r}")
     return bool(ops)
+
+
+def __getattr__(name: str) -> Any:
+    """``Pseudonymiser`` moved to gateway/fhir/pseudonyms.py; modules that still import it from here
+    get it from there (imported on use: pseudonyms imports this module)."""
+    if name == "Pseudonymiser":
+        from gateway.fhir.pseudonyms import Pseudonymiser
+
+        return Pseudonymiser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,9 +32,14 @@ class RequestDecision:
     allow: bool
     reasons: list[Reason] = field(default_factory=list)
     obligations: list[dict[str, Any]] = field(default_factory=list)
+    #: Until when the decision holds (RFC 3339, exclusive): the first time boundary ahead that
+    #: could change it (a grant's start or end); None: none ahead (opa_policies/README.md).
+    valid_until: str | None = None
 
 
 @dataclass
 class ResponseDecision:
     verdicts: list[Verdict]
     obligations: list[dict[str, Any]] = field(default_factory=list)
+    #: As for the request decision.
+    valid_until: str | None = None

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import Reason
 from gateway.policy.decisions import RequestDecision, ResponseDecision, Verdict
+
+if TYPE_CHECKING:
+    from gateway.policy.cache import DecisionCache
 
 REQUEST_DECISION = "emr/request/decision"
 RESPONSE_DECISION = "emr/response/decision"
@@ -51,6 +54,17 @@ class PolicyEngine(ABC):
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.revision = "unknown"
+        #: The decision cache of this engine's answers (gateway/policy/cache.py), made and sized by
+        #: gateway/decide.py on first use; keyed by ``revision``.
+        self.cache: DecisionCache | None = None
+
+    @property
+    def revision_pinned(self) -> bool:
+        """Whether every answer comes from exactly the policy ``revision`` names, so that answers
+        may be cached under it. The embedded engine computes the revision from the modules it
+        loads, in the same step; an OPA server can be given other policies (a bundle, a PUT) behind
+        the gateway's back, and its revision is read only at start-up: not pinned."""
+        return self.name == "embedded"
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load policies / open connections."""
@@ -82,7 +96,15 @@ class PolicyEngine(ABC):
         return result
 
     async def decide_request(self, input_doc: dict[str, Any]) -> RequestDecision:
-        raw = await self.evaluate(REQUEST_DECISION, input_doc)
+        return self.request_decision(await self.evaluate(REQUEST_DECISION, input_doc))
+
+    async def decide_response(self, input_doc: dict[str, Any]) -> ResponseDecision:
+        """One verdict per ``input.entries`` item, in order, and the decision's obligations."""
+        raw = await self.evaluate(RESPONSE_DECISION, input_doc)
+        return self.response_decision(raw, len(input_doc.get("entries", ())))
+
+    def request_decision(self, raw: Any) -> RequestDecision:
+        """The typed request decision of a raw answer; PolicyError if it is malformed."""
         if not isinstance(raw, dict) or not isinstance(raw.get("allow"), bool):
             raise PolicyError(
                 f"{self.name} engine: request decision has no boolean 'allow': {str(raw)[:200]}"
@@ -100,16 +122,21 @@ class PolicyEngine(ABC):
             raise PolicyError(
                 f"{self.name} engine: obligations not supported by this gateway: {str(unknown)[:200]}"
             )
-        return RequestDecision(raw["allow"], [Reason.from_policy(r) for r in reasons], obligations)
+        return RequestDecision(
+            raw["allow"],
+            [Reason.from_policy(r) for r in reasons],
+            obligations,
+            self._valid_until(raw),
+        )
 
-    async def decide_response(self, input_doc: dict[str, Any]) -> ResponseDecision:
-        """One verdict per ``input.entries`` item, in order, and the decision's obligations."""
-        raw = await self.evaluate(RESPONSE_DECISION, input_doc)
+    def response_decision(self, raw: Any, entries: int) -> ResponseDecision:
+        """The typed response decision of a raw answer for ``entries`` entries; PolicyError if it
+        is malformed (one verdict per entry, each with a boolean ``keep``, known transforms)."""
         verdicts = raw.get("verdicts") if isinstance(raw, dict) else None
-        if not isinstance(verdicts, list) or len(verdicts) != len(input_doc.get("entries", ())):
+        if not isinstance(verdicts, list) or len(verdicts) != entries:
             raise PolicyError(
                 f"{self.name} engine: response decision must hold one verdict per entry "
-                f"({len(input_doc.get('entries', ()))}), got {str(raw)[:200]}"
+                f"({entries}), got {str(raw)[:200]}"
             )
         for v in verdicts:
             if not isinstance(v, dict) or not isinstance(v.get("keep"), bool):
@@ -122,4 +149,17 @@ class PolicyEngine(ABC):
             if unknown:  # a withholding the gateway cannot carry out must not be skipped
                 raise PolicyError(f"{self.name} engine: unknown transform {str(unknown)[:200]}")
         typed: list[Verdict] = verdicts  # checked above: each has a boolean "keep"
-        return ResponseDecision(typed, _check_obligations(self.name, raw.get("obligations") or [], True))
+        assert isinstance(raw, dict)
+        return ResponseDecision(
+            typed,
+            _check_obligations(self.name, raw.get("obligations") or [], True),
+            self._valid_until(raw),
+        )
+
+    def _valid_until(self, raw: dict[str, Any]) -> str | None:
+        """Until when the decision holds (RFC 3339), None for no time boundary; a policy that says
+        nothing about it (an older policy) answers None too, and is never cached (cache.py)."""
+        until = raw.get("valid_until")
+        if until is not None and not isinstance(until, str):
+            raise PolicyError(f"{self.name} engine: valid_until is not a string: {str(until)[:100]}")
+        return until

@@ -8,6 +8,14 @@ commit (WAL, synchronous=FULL: a committed record survives power loss), and each
 waits for its own record to be committed before its response is released (II.2). Alerts (II.3)
 ride the same group commit.
 
+A store that cannot commit (another process holds its write lock, the disk is full) fails no record
+silently (II.2): a request waits at most ``store_busy_timeout_seconds`` for its commit and then gets
+503, and every record and alert not committed stays, in order, in the bounded backlog
+(gateway/store/backlog.py, spilled to a file on another volume if one is set) until the
+writer (gateway/store/commit.py), retrying with backoff, can commit it. The outage is alerted once
+(II.3), ``/readyz`` names it, and a record that could not be kept at all is counted in
+:attr:`Store.records_lost`.
+
 Controls keep their own tables (``Plugin.schema``) and reach them through :meth:`Store.read` and
 :meth:`Store.write`, each a statement or a transaction on the store thread; rows come back as
 ``sqlite3.Row``.
@@ -17,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +34,33 @@ import orjson
 
 from gateway.aio import stop_task
 from gateway.audit import search as audit_search
-from gateway.audit.chain import GENESIS, canonical, chain_hash
+from gateway.audit.chain import GENESIS, canonical
 from gateway.audit.search import AuditQuery
+from gateway.store.backlog import Item
+from gateway.store.commit import (
+    MAX_BATCH,
+    STORE_UNAVAILABLE,
+    GroupCommit,
+    StoreClosed,
+    StoreUnavailable,
+    alert_item,
+    rollback,
+    utc_now,
+)
 from gateway.store.schema import SCHEMA
 
-MAX_BATCH = 512
-
-ALERT_KEYS = frozenset({"type", "time", "request_id", "event", "severity", "operator", "patients", "detail"})
-
-
-class StoreClosed(RuntimeError):
-    pass
+__all__ = [
+    "MAX_BATCH",
+    "STORE_UNAVAILABLE",
+    "Store",
+    "StoreClosed",
+    "StoreConflict",
+    "StoreError",
+    "StoreInvalid",
+    "StoreNotFound",
+    "StoreUnavailable",
+    "utc_now",
+]
 
 
 class StoreError(Exception):
@@ -55,24 +79,24 @@ class StoreInvalid(StoreError, ValueError):
     """The data breaks a rule the tables enforce (admin routes validate first: a bug -> 400)."""
 
 
-def utc_now() -> str:
-    """Now, RFC 3339 UTC with milliseconds and "Z" (the format of the policy input's `time`)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Store:
-    def __init__(self, path: str, schemas: tuple[str, ...] | list[str] = ()) -> None:
+class Store(GroupCommit):
+    def __init__(
+        self,
+        path: str,
+        schemas: tuple[str, ...] | list[str] = (),
+        *,
+        busy_timeout: float = 2.0,
+        backlog_max: int = 10000,
+        spill_file: str = "",
+    ) -> None:
         self.path = path
         #: The controls' tables, created beside the core's (gateway/store/schema.py) at start-up.
         self.schemas = tuple(schemas)
-        self._db: sqlite3.Connection | None = None
+        self._db = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emrguard-store")
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._wakeup: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._inflight: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         #: (hash, seq) of the newest committed audit record; only the writer thread moves it.
-        self.chain_head: tuple[str, int] = (GENESIS, 0)
+        self.chain_head = (GENESIS, 0)
+        self._init_commit(busy_timeout, backlog_max, spill_file)  # gateway/store/commit.py
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -80,7 +104,10 @@ class Store:
     def _open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # The busy timeout bounds how long a statement waits for another process's write lock.
+        db = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None
+        )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.row_factory = sqlite3.Row
@@ -93,27 +120,30 @@ class Store:
     async def start(self) -> None:
         await self._run(self._open)
         self._wakeup = asyncio.Event()
+        await self._replay_spill()
         self._writer = asyncio.create_task(self._write_loop(), name="emrguard-audit-writer")
+        if self.backlog.items:  # replayed records are on the chain before the first request
+            self._wakeup.set()
+            deadline = time.monotonic() + self.busy_timeout
+            while self.backlog.items and self.failure is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         # Graceful: records already accepted are written before the connection closes.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5.0
-        while (self._pending or self._inflight) and self._writer is not None and loop.time() < deadline:
+        deadline = time.monotonic() + 5.0
+        while self.backlog.items and self._writer is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         await stop_task(self._writer)
         self._writer = None
-        for _, fut in self._pending + self._inflight:
-            if not fut.done():
-                fut.set_exception(StoreClosed("store closed before the record was written"))
-        self._pending.clear()
-        self._inflight = []
+        if self._db is not None:
+            await self._run(lambda: None)  # a batch already on the store thread finishes first
+        await self._settle()
         if self._db is not None:
             db, self._db = self._db, None
             await self._run(db.close)
 
     async def ready(self) -> bool:
-        if self._db is None:
+        if self._db is None or self.failure is not None:
             return False
         try:
             return await self._run(lambda: self._db.execute("SELECT 1").fetchone()[0] == 1)
@@ -121,111 +151,14 @@ class Store:
             return False
 
     async def insert_audit(self, record: dict[str, Any]) -> int:
-        """Return the record's seq once it is committed; raise if it cannot be (the caller withholds data)."""
-        if self._db is None or self._wakeup is None:
-            raise StoreClosed("store is not open")
+        """Return the record's seq once it is committed; raise if it cannot be (the caller withholds
+        data). After ``busy_timeout`` the record is withdrawn and :class:`StoreUnavailable` raised."""
         # Serialised here, so a record that cannot be encoded fails its own request, not the batch.
         encoded = canonical(record)  # the exact bytes the hash chain covers
-        item = {**record, "_json": encoded}
-        await self._enqueue(item)
-        return int(item["_seq"])
-
-    async def _enqueue(self, item: dict[str, Any]) -> None:
-        """Hand an item to the group-commit writer; return once its transaction is committed."""
-        if self._db is None or self._wakeup is None:
-            raise StoreClosed("store is not open")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
-        self._wakeup.set()
-        await fut
-
-    async def _write_loop(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                self._inflight = batch
-                try:
-                    await self._run(self._write_batch, [record for record, _ in batch])
-                except Exception:
-                    # One bad record must not cost the others theirs: write them one by one, and
-                    # only the requests whose own record failed learn it is not safe.
-                    for record, fut in batch:
-                        try:
-                            await self._run(self._write_batch, [record])
-                        except Exception as exc:
-                            if not fut.done():
-                                fut.set_exception(exc)
-                        else:
-                            if not fut.done():
-                                fut.set_result(None)
-                    self._inflight = []
-                    continue
-                # (On cancellation the batch stays in _inflight, and close() fails its waiters.)
-                self._inflight = []
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_result(None)
-
-    def _write_batch(self, records: list[dict[str, Any]]) -> None:
-        db = self._db
-        if db is None:
-            raise StoreClosed("store closed")
-        db.execute("BEGIN IMMEDIATE")
-        head, head_seq = self.chain_head
-        try:
-            for record in records:
-                if record.get("_kind") == "alert":
-                    db.execute(
-                        "INSERT INTO alerts (time, request_id, event, severity, operator, patients, detail)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            record["time"],
-                            record["request_id"],
-                            record["event"],
-                            record["severity"],
-                            record["operator"],
-                            record["_patients"],
-                            record["_detail"],
-                        ),
-                    )
-                    continue
-                prev = head
-                head = chain_hash(prev, record["_json"])
-                cur = db.execute(
-                    "INSERT INTO audit (request_id, time, operator, purpose, interaction, resource_type, decision, status,"
-                    " record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record["request_id"],
-                        record["time"],
-                        record.get("operator"),
-                        record.get("purpose"),
-                        record.get("interaction"),
-                        record.get("resource_type"),
-                        record["decision"],
-                        record["status"],
-                        record["_json"],
-                        prev,
-                        head,
-                    ),
-                )
-                seq = cur.lastrowid
-                assert seq is not None  # an INSERT into a rowid table always has one
-                record["_seq"] = seq  # (set again if the batch is rolled back and retried alone)
-                head_seq = seq
-                rows = [(seq, p, "targeted") for p in record.get("patients_targeted") or []]
-                rows += [(seq, p, "disclosed") for p in record.get("patients_disclosed") or []]
-                if rows:
-                    db.executemany(
-                        "INSERT OR IGNORE INTO audit_patient (seq, patient, role) VALUES (?, ?, ?)", rows
-                    )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self.chain_head = (head, head_seq)  # only a committed record moves the head
+        item = Item("audit", {**record, "_json": encoded}, asyncio.get_running_loop().create_future())
+        self._enqueue(item)
+        await self._wait(item)
+        return int(item.row["_seq"])
 
     async def audit_records(
         self, *, operator: str | None = None, patient: str | None = None, limit: int = 100
@@ -259,7 +192,7 @@ class Store:
             result = fn(db, *args)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)
             raise
         return result
 
@@ -305,30 +238,24 @@ class Store:
 
     # --- alerts (II.3) --------------------------------------------------------------------------
 
-    async def insert_alert(self, alert: dict[str, Any]) -> None:
-        """Record an alert; return once it is committed.
+    async def insert_alert(self, alert: dict[str, Any], wait: bool = True) -> None:
+        """Record an alert; return once it is committed (``wait``), else once it is queued.
 
         Alerts ride the audit group commit (the same queue and transactions as audit records), so
         a burst of alerts during an attack costs no extra fsyncs and never stalls the audit writer.
         Keys: ``event`` (required), ``severity`` (default "warning"), ``time`` (default now),
         ``request_id``, ``operator``, ``patients`` (list), ``detail`` (object). Any other key (an
         obligation's ``rule``, ``reason``, ...) is kept in ``detail``, never dropped; ``type`` is not.
+        An alert not committed in time is kept (it commits when the store can), and this raises.
         """
         if not alert.get("event"):
             raise StoreInvalid("an alert needs an event")
-        extra = {k: v for k, v in alert.items() if k not in ALERT_KEYS}
-        item = {
-            "_kind": "alert",
-            "time": alert.get("time") or utc_now(),
-            "request_id": alert.get("request_id"),
-            "event": str(alert["event"]),
-            "severity": str(alert.get("severity") or "warning"),
-            "operator": alert.get("operator"),
-            # Serialised here: an alert that cannot be encoded fails its caller, not the batch.
-            "_patients": orjson.dumps(list(alert.get("patients") or [])),
-            "_detail": orjson.dumps({**extra, **(alert.get("detail") or {})}),
-        }
-        await self._enqueue(item)
+        item = alert_item(alert)
+        if wait:
+            item.fut = asyncio.get_running_loop().create_future()
+        self._enqueue(item)
+        if wait:
+            await self._wait(item)
 
     async def list_alerts(self, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first."""

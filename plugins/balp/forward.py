@@ -52,7 +52,10 @@ class AuditForwarder:
                 backoff = self.interval
                 if sent == self.batch:
                     continue  # more waiting: no pause
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the outbox outlives any failure, a locked store too
+                # (sqlite3.OperationalError from the cursor update ended the task for good before).
                 log.warning("audit_forward_failed", destination=self.url, error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)

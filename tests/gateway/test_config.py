@@ -7,6 +7,9 @@ policy and audit (I.4, II.2) must be refused.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,22 @@ BASE_ENV = {
     "EMRGUARD_PSEUDONYM_SECRET": "0123456789abcdef0123456789abcdef",
     "EMRGUARD_WATERMARK_SECRET": "watermark-0123456789abcdef0123456789",
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _audit_signing_key(audit_signing_key: Path) -> None:
+    """Every configuration here has its audit signing key (`emrguard serve` refuses to start without
+    one unless audit_checkpoints = false); made once per session by tests/conftest.py."""
+    BASE_ENV["EMRGUARD_AUDIT_SIGNING_KEY_FILE"] = str(audit_signing_key)
+    BASE_ENV["EMRGUARD_AUDIT_CHECKPOINT_FILE"] = str(audit_signing_key.parent / "audit-checkpoints.jsonl")
+
+
+def key_toml() -> str:
+    """The two lines `emrguard keys init` prints, for the session's key."""
+    return (
+        f'audit_signing_key_file = "{BASE_ENV["EMRGUARD_AUDIT_SIGNING_KEY_FILE"]}"\n'
+        f'audit_checkpoint_file = "{BASE_ENV["EMRGUARD_AUDIT_CHECKPOINT_FILE"]}"\n'
+    )
 
 
 def env(**overrides: str | None) -> dict[str, str]:
@@ -120,7 +139,7 @@ watermark_secret = "file-watermark-0123456789abcdef0123456789"
     ],
 )
 def test_each_documented_variable_maps_to_its_key(tmp_path, variable, key, value):
-    path = write_toml(tmp_path, FULL_TOML)
+    path = write_toml(tmp_path, FULL_TOML + key_toml())
     from_file = load_settings(path, environ={})
     s = load_settings(path, environ={variable: value})
     assert getattr(from_file, key) != value
@@ -251,8 +270,7 @@ def test_bad_scalar_from_toml_names_key(tmp_path, line, key):
     ("text", "expected"), [("1", True), ("yes", True), ("ON", True), ("0", False), ("off", False)]
 )
 def test_bool_spellings(text, expected):
-    # No setting is a bool today (the only ones were the removed bench switches); the parser is kept
-    # for the next one, and tested directly.
+    # The parser of bool settings (audit_checkpoints), tested directly.
     from gateway.config import _coerce
 
     assert _coerce("'flag'", text, bool, from_env=True) is expected
@@ -353,3 +371,125 @@ def test_dev_token_is_not_part_of_the_installed_gateway(capsys: pytest.CaptureFi
 
     assert main(["dev-token", "--role", "nurse", "--dept", "cardiology"]) == 2
     assert "python -m devtools.tokens" in capsys.readouterr().err
+
+
+# --- the audit signing key (II.2 tamper evidence) and retention (网络安全法 第二十一条) ----------------
+
+NO_KEY = {"audit_signing_key_file": None, "audit_checkpoint_file": None}
+
+
+def test_no_signing_key_is_refused_with_what_to_do():
+    """Before: no key, no checkpoints, no warning — a deleted tail went unnoticed (issue 11, finding 5).
+    Now start-up stops, naming the keys and the command that makes the key."""
+    message = config_error(environ=env(**NO_KEY))
+    assert "'audit_signing_key_file'" in message and "audit_checkpoint_file" in message
+    assert "emrguard keys init" in message and "audit_checkpoints = false" in message
+
+
+def test_a_config_that_worked_before_but_for_the_key_is_refused(tmp_path):
+    """A deliberate break: everything else set, as a config of yesterday would be."""
+    with pytest.raises(ConfigError, match="emrguard keys init"):
+        load_settings(write_toml(tmp_path, FULL_TOML), environ={})
+
+
+def test_checkpoints_switched_off_explicitly_start_without_a_key():
+    s = load_settings(None, environ=env(**NO_KEY, audit_checkpoints="false"))
+    assert s.audit_checkpoints is False and s.audit_signing_key_file == ""
+    assert load_settings(None, environ=env()).audit_checkpoints is True  # on unless said otherwise
+
+
+def test_checkpoints_off_with_a_key_is_a_contradiction():
+    assert "'audit_checkpoints'" in config_error(environ=env(audit_checkpoints="false"))
+
+
+def test_the_signing_key_must_be_an_ed25519_private_key(tmp_path):
+    not_a_key = tmp_path / "k.pem"
+    not_a_key.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    message = config_error(environ=env(audit_signing_key_file=str(not_a_key)))
+    assert "'audit_signing_key_file'" in message and "Ed25519" in message
+    assert "'audit_signing_key_file'" in config_error(
+        environ=env(audit_signing_key_file=str(tmp_path / "gone"))
+    )
+    assert "'audit_checkpoint_file'" in config_error(environ=env(audit_checkpoint_file=None))
+
+
+@pytest.mark.parametrize("days", ["0", "30", "179"])
+def test_retention_below_six_months_is_refused(days):
+    message = config_error(environ=env(audit_retention_days=days))
+    assert "'audit_retention_days'" in message and "网络安全法 第二十一条" in message
+    assert load_settings(None, environ=env(audit_retention_days="365")).audit_retention_days == 365
+    assert load_settings(None, environ=env()).audit_retention_days == 180
+
+
+def test_keys_init_makes_a_private_key_and_prints_the_lines_to_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    folder = tmp_path / "keys"
+    assert main(["keys", "init", "--dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    key = folder / "audit-signing.pem"
+    assert key.stat().st_mode & 0o777 == 0o600 and b"PRIVATE KEY" in key.read_bytes()
+    assert (folder / "audit-signing.pub.pem").read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
+    lines = [x for x in out.splitlines() if x and not x.startswith("#")]
+    assert lines == [
+        f'audit_signing_key_file = "{key}"',
+        f'audit_checkpoint_file = "{tmp_path / "audit-checkpoints.jsonl"}"',
+    ]
+    # The printed lines are what a config needs: they load.
+    s = load_settings(write_toml(tmp_path, FULL_TOML + "\n".join(lines) + "\n"), environ={})
+    assert s.audit_signing_key_file == str(key)
+
+
+def test_keys_init_never_overwrites_a_key_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    assert main(["keys", "init", "--dir", str(tmp_path)]) == 0
+    key = tmp_path / "audit-signing.pem"
+    before = key.read_bytes()
+    assert main(["keys", "init", "--dir", str(tmp_path)]) == 1
+    assert "not overwritten" in capsys.readouterr().err and key.read_bytes() == before
+    assert main(["keys", "init", "--dir", str(tmp_path), "--force"]) == 0
+    assert key.read_bytes() != before and key.stat().st_mode & 0o777 == 0o600
+
+
+def _serve(tmp_path: Path, **variables: str) -> subprocess.Popen[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("EMRGUARD_")}
+    environ.update({k: v for k, v in BASE_ENV.items()})
+    environ.update({f"EMRGUARD_{k.upper()}": v for k, v in variables.items()})
+    environ = {k: v for k, v in environ.items() if v != "<unset>"}
+    environ["EMRGUARD_DB"] = str(tmp_path / "a.sqlite")
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"], env=environ, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_serve_refuses_to_start_without_a_signing_key(tmp_path: Path) -> None:
+    proc = _serve(tmp_path, audit_signing_key_file="<unset>", audit_checkpoint_file="<unset>")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "emrguard keys init" in err and not (tmp_path / "a.sqlite").exists()
+
+
+def test_serve_with_checkpoints_off_warns_loudly(tmp_path: Path) -> None:
+    from devtools.procs import free_port
+
+    port = free_port()
+    proc = _serve(
+        tmp_path,
+        audit_signing_key_file="<unset>",
+        audit_checkpoint_file="<unset>",
+        audit_checkpoints="false",
+        listen=f"127.0.0.1:{port}",
+        upstream_url="http://127.0.0.1:9/fhir",
+    )
+    try:
+        assert proc.stderr is not None
+        seen = [proc.stderr.readline() for _ in range(3)]
+        assert any("checkpoints: OFF" in line for line in seen)
+        assert any("WARNING" in line and "audit checkpoints are OFF" in line for line in seen)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.fhir.pseudonyms import Pseudonymiser
 from gateway.runtime import GATEWAY
 from plugins.grants.store import GrantStore
 from tests.conftest import AUDIENCE, ISSUER, auth, free_port, read_audit
@@ -289,12 +290,21 @@ async def test_very_restricted_condition_dropped_from_search_others_remain(
         idp.token("physician", dept=fhir_server.departments[fhir_server.patients[3]]),
     )
     assert hidden["id"] in {e["resource"]["id"] for e in body_md["entry"]}
-    # Direct read of the withheld resource: refused, not an empty 200.
+    # Direct read of the withheld resource: refused, not an empty 200 — and answered like an id that
+    # does not exist (a 403 told which ids exist, and its rule that the record is graded high); the
+    # audit record keeps the reason.
     status, oo, _ = await gw.get(
         f"/fhir/Condition/{hidden['id']}",
         idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[3]]),
     )
-    assert status == 403 and "grade.exceeded" in oo_rules(oo)
+    assert status == 404 and oo_rules(oo) == {"fhir.not-available"}
+    assert "grade.exceeded" in {r["rule"] for r in gw.audit()[-1]["reasons"]}
+    status, unknown, _ = await gw.get(
+        "/fhir/Condition/no-such-condition-0",
+        idp.token("nurse", dept=fhir_server.departments[fhir_server.patients[3]]),
+    )
+    assert status == 404 and oo_rules(unknown) == oo_rules(oo)
+    assert unknown["issue"][0]["details"] == oo["issue"][0]["details"]
 
 
 async def test_transaction_response_entries_are_filtered(gw: Harness, idp: Any, fhir_server: Any) -> None:
@@ -621,7 +631,7 @@ async def test_elements_cannot_strip_the_labels_the_filter_reads(
     settings = make_settings(recording.base, plugins=NO_UPSTREAM_LOOKUPS)
     h = Harness(await aiohttp_client(create_app(settings)), settings)
     status, body, _ = await h.get(
-        "/fhir/Condition?subject=Patient/p1&_elements=id&_count=5", idp.token("researcher"), purpose="HRESCH"
+        "/fhir/Condition?_elements=id&_count=5", idp.token("researcher"), purpose="HRESCH"
     )
     assert status == 200
     assert "_elements" not in recording.urls[-1] and "_count=5" in recording.urls[-1]
@@ -754,7 +764,7 @@ async def test_stored_bundle_is_judged_by_its_own_label(gw: Harness, idp: Any, f
         },
     )
     status, body, _ = await gw.get(f"/fhir/Bundle/{stored['id']}", idp.token("nurse"))
-    assert status == 403 and "CD4" not in json.dumps(body)
+    assert status == 404 and "CD4" not in json.dumps(body)
     status, body, _ = await gw.get(f"/fhir/Bundle/{stored['id']}", idp.token("physician"))
     assert status == 200 and body["entry"][0]["resource"]["code"]["text"] == "CD4 count"
 
@@ -788,8 +798,10 @@ async def test_upstream_gets_exactly_the_parameters_the_policy_saw(
     recording.reply = {"resourceType": "Bundle", "type": "searchset", "entry": []}
     settings = make_settings(recording.base, plugins=NO_UPSTREAM_LOOKUPS)
     h = Harness(await aiohttp_client(create_app(settings)), settings)
+    # A researcher names the patient by her pseudonym (no study grant: her own key): mapped back.
+    pseudonym = Pseudonymiser(settings.pseudonym_secret).for_study("operator:u-physician-001")("Patient", "A")
     status, _, _ = await h.get(
-        "/fhir/Observation?status=final%23&subject=Patient/A&code=a%2Bb",
+        f"/fhir/Observation?status=final%23&subject=Patient/{pseudonym}&code=a%2Bb",
         idp.token("researcher"),
         purpose="HRESCH",
     )
@@ -797,7 +809,8 @@ async def test_upstream_gets_exactly_the_parameters_the_policy_saw(
     from urllib.parse import parse_qsl, urlsplit
 
     sent = parse_qsl(urlsplit(recording.urls[-1]).query, keep_blank_values=True)
-    assert sent == [("status", "final#"), ("subject", "Patient/A"), ("code", "a+b")]
+    # ... and the gateway's own page size (gateway/pages.py), which the client did not set.
+    assert sent == [("status", "final#"), ("subject", "Patient/A"), ("code", "a+b"), ("_count", "50")]
     assert h.audit()[-1]["patients_targeted"] == ["Patient/A"]
 
 
@@ -940,6 +953,48 @@ async def test_summary_cannot_hide_what_the_grade_reads(gw: Harness, idp: Any, f
         assert f"Condition/{hiv['id']}" not in record["resources_disclosed"]
 
 
+async def test_summary_and_elements_are_applied_by_the_gateway_after_the_filter(
+    gw: Harness, idp: Any, fhir_server: Any
+) -> None:
+    """What the client asked for is what it gets — cut by the gateway from whole, judged resources:
+    `_elements` keeps the named and mandatory elements, `_summary=text` the narrative and mandatory
+    ones, `_summary=data` drops the narrative; each cut resource is tagged SUBSETTED (I.4)."""
+    patient = fhir_server.patients[0]
+    made = await upstream_post(
+        fhir_server,
+        {
+            "resourceType": "Condition",
+            "subject": {"reference": patient},
+            "code": {"text": "hypertension"},
+            "note": [{"text": "stable"}],
+            "recordedDate": "2014-05-06",
+            "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">HTN</div>'},
+        },
+    )
+    doctor = idp.token("physician", sub="dr-subset", dept=fhir_server.departments[patient])
+    path = f"/fhir/Condition?subject={patient}&recorded-date=2014-05-06&_count=50"
+
+    async def mine(extra: str) -> dict[str, Any]:
+        status, body, _ = await gw.get(path + extra, doctor)
+        assert status == 200
+        found = [e["resource"] for e in body["entry"] if e["resource"]["id"] == made["id"]]
+        assert found, extra
+        return found[0]
+
+    cut = await mine("&_elements=code")
+    assert cut["code"]["text"] == "hypertension" and "note" not in cut and "recordedDate" not in cut
+    assert "subject" in cut  # mandatory in R4
+    assert any(t.get("code") == "SUBSETTED" for t in cut["meta"]["tag"])
+    assert gw.audit()[-1]["extra"]["subset"] == "_elements=code"
+    text = await mine("&_summary=text")
+    assert "text" in text and "code" not in text and "note" not in text
+    data = await mine("&_summary=data")
+    assert "text" not in data and data["note"][0]["text"].startswith("stable")
+    whole = await mine("")
+    assert "text" in whole and "note" in whole
+    assert not any(t.get("code") == "SUBSETTED" for t in whole["meta"].get("tag", []))
+
+
 async def test_conditional_read_is_judged_like_a_read(gw: Harness, idp: Any, fhir_server: Any) -> None:
     """HAPI answers `If-None-Match` with 304 and no body: passed on, it would confirm to a nurse that a
     psychiatry patient's record exists at that version. Reads go upstream unconditional and are judged."""
@@ -951,8 +1006,9 @@ async def test_conditional_read_is_judged_like_a_read(gw: Harness, idp: Any, fhi
     nurse = idp.token("nurse", sub="n-etag", dept="cardiology")
     for header in ({"If-None-Match": etag}, {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}):
         status, body, _ = await gw.get(f"/fhir/Condition/{cond['id']}", nurse, **header)
-        assert status == 403 and "care.no-relationship" in oo_rules(body)
+        assert status == 404 and oo_rules(body) == {"fhir.not-available"}
         assert gw.audit()[-1]["patients_disclosed"] == []
+        assert "care.no-relationship" in {r["rule"] for r in gw.audit()[-1]["reasons"]}
     # The one who may see it gets the record itself (never a bodiless 304 for an unjudged record).
     doctor = idp.token("physician", sub="dr-etag", dept="psychiatry")
     status, body, _ = await gw.get(f"/fhir/Condition/{cond['id']}", doctor, **{"If-None-Match": etag})

@@ -38,7 +38,7 @@ from yarl import URL
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.fhir.transforms import Pseudonymiser
+from gateway.fhir.pseudonyms import Pseudonymiser
 from plugins.watermark.codec import remove_marks
 from tests.conftest import AUDIENCE, ISSUER, POLICY_DIR
 from tests.hostile.conftest import stored
@@ -410,7 +410,12 @@ async def world(fhir_server: Any) -> World:
 
     # The seal's case and reason, and the psychiatry patient's Binary (no insider here may read one).
     secrets = {CASE_REF, SEAL_REASON, base64.b64encode(BINARY_TEXT.encode()).decode(), BINARY_TEXT}
-    pseudo = Pseudonymiser(PSEUDONYM_SECRET)
+    # The researcher holds no study grant: her pseudonyms are under her own key (gateway/fhir/pseudonyms.py).
+    keys = Pseudonymiser(PSEUDONYM_SECRET).for_study(f"operator:{ROLES['researcher'][0]['sub']}")
+
+    def pseudo(patient_id: str) -> str:
+        return keys("Patient", patient_id)
+
     care_ids = {p.split("/", 1)[1] for p in withheld_care} | records_of(withheld_care)
     markers = {
         "nurse": Markers(
@@ -419,7 +424,7 @@ async def world(fhir_server: Any) -> World:
         "physician": Markers(people_of(withheld_care) | secrets | set(PSYCH_MARKERS), care_ids),
         "researcher": Markers(
             people_of(pats) | secrets | set(HIV_MARKERS) | {TWIN_NAME, TWIN_MRN, pseudo(bare[8])},
-            set(bare.values()) | set(twins) | records_of([p8]),
+            set(bare.values()) | set(twins) | records_of(pats),  # she sees no real id at all
         ),
     }
     everything = Markers(

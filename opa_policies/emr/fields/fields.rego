@@ -1,6 +1,7 @@
 # I.4 minimum necessary, field by field: teaching (TRAIN) sees no direct identifiers of the patient,
 # birth dates only as years and no display names in references; research (HRESCH) the same, with
-# patient ids and references replaced by stable keyed pseudonyms; a vendor sees only the top-level
+# every id of the answer replaced by a pseudonym of the researcher's study (gateway/fhir/pseudonyms.py;
+# what may not be searched or named for these purposes: emr.research); a vendor sees only the top-level
 # elements its agreement names per type (II.1). A redaction applies only if every active role gets
 # it (emr/config/fields/data.json: exempt_roles per purpose). Data: data.emr.config.fields.
 

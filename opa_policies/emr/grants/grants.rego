@@ -25,17 +25,50 @@ now := time.parse_rfc3339_ns(t) if {
 	t != ""
 }
 
-# Grants for the purpose claimed, in force at input.time to the second: start inclusive, end
-# exclusive. (The purpose is checked first: parsing a timestamp is the costly part.)
-for_purpose contains g if {
+# The operator's grants for the purpose claimed, with both ends given: the windows read below.
+# (The purpose is checked first: parsing a timestamp is the costly part.)
+candidates contains g if {
 	some g in data.emr.lib.subject_grants
 	data.emr.lib.purpose in data.emr.lib.as_array(object.get(g, "purposes", []))
 	object.get(g, "operator", data.emr.lib.subject_id) == data.emr.lib.subject_id
 	is_string(g.start)
 	is_string(g.end)
+}
+
+# Grants for the purpose claimed, in force at input.time to the second: start inclusive, end
+# exclusive.
+for_purpose contains g if {
+	some g in candidates
 	time.parse_rfc3339_ns(g.start) <= now
 	now < time.parse_rfc3339_ns(g.end)
 }
+
+# --- until when a decision holds (the gateway's decision cache honours it, gateway/policy/cache.py)
+
+# The instants after input.time at which a grant read above enters or leaves its window (the same
+# timestamps for_purpose parses, no others). Until the first of them, every rule here answers alike.
+ahead contains ns if {
+	some g in candidates
+	ns := time.parse_rfc3339_ns(g.start)
+	ns > now
+}
+
+ahead contains ns if {
+	some g in candidates
+	time.parse_rfc3339_ns(g.start) <= now
+	ns := time.parse_rfc3339_ns(g.end)
+	ns > now
+}
+
+# RFC 3339, UTC, whole seconds rounded down (both engines format it alike; earlier is never wrong).
+# A refusal here quotes input.time in its detail: it holds for that instant only. null: no boundary
+# ahead, the answer is the same at every later time. Every package that reads input.time has a
+# valid_until that the decisions carry (tests/gateway/policy/test_cache.py holds this).
+valid_until := time.format([now, "UTC", "2006-01-02T15:04:05Z07:00"]) if {
+	count(deny) > 0
+} else := time.format([min(ahead), "UTC", "2006-01-02T15:04:05Z07:00"]) if {
+	count(ahead) > 0
+} else := null
 
 # The grant kind a role needs for the purpose (student/resident TRAIN: rotation; vendor: vendor).
 required_kind[r] := k if {

@@ -4,6 +4,7 @@ import rego.v1
 
 import data.emr.fixtures as f
 import data.emr.request
+import data.emr.response
 
 student_read(t) := f.with_time(f.read("stu-001", "TRAIN", "Patient", ["Patient/p1"]), t)
 
@@ -109,4 +110,40 @@ test_grant_reasons_detail if {
 	d2 := request.decision with input as f.with_subject(f.read("ven-1", "HOPERAT", "Device", []), v)
 	[r2] := d2.reasons
 	r2.detail == {"time": f.now}
+}
+
+# --- valid_until: the earliest boundary ahead at which a grant's window changes the answer --------
+
+# In force: until its end (whole seconds, rounded down); before its start: until the start.
+test_valid_until_next_boundary if {
+	d := request.decision with input as student_read("2026-12-15T12:00:00.500Z")
+	d.allow
+	d.valid_until == "2026-12-31T23:59:59Z"
+	later := object.union(f.rotation, {"start": "2026-12-20T06:30:00.750Z"})
+	s := object.union(f.subjects["stu-001"], {"grants": [later, f.rotation]})
+	d2 := request.decision with input as f.with_subject(student_read("2026-12-15T12:00:00Z"), s)
+	d2.allow
+	d2.valid_until == "2026-12-20T06:30:00Z"
+	r := response.decision with input as object.union(f.with_subject(student_read("2026-12-15T12:00:00Z"), s), {"entries": []})
+	r.valid_until == "2026-12-20T06:30:00Z"
+}
+
+# Only the operator's grants for the purpose claimed count; ended ones never come back.
+test_valid_until_only_grants_read if {
+	other := object.union(f.rotation, {"purposes": ["TREAT"], "start": "2026-12-20T00:00:00Z"})
+	ended := object.union(f.rotation, {"start": "2026-11-01T00:00:00Z", "end": "2026-12-10T00:00:00Z"})
+	s := object.union(f.subjects["stu-001"], {"grants": [other, ended, f.rotation]})
+	d := request.decision with input as f.with_subject(student_read("2026-12-15T12:00:00Z"), s)
+	d.valid_until == "2026-12-31T23:59:59Z"
+	d2 := request.decision with input as f.read("dr-li", "TREAT", "Patient", ["Patient/p1"])
+	d2.valid_until == null
+}
+
+# A grant refusal quotes input.time: it holds for that instant only (not after it).
+test_valid_until_refusal_this_instant if {
+	d := request.decision with input as student_read("2027-01-01T00:00:00.250Z")
+	f.rules(d) == {"grant.no-rotation"}
+	d.valid_until == "2027-01-01T00:00:00Z"
+	d2 := request.decision with input as object.remove(f.read("stu-001", "TRAIN", "Patient", ["Patient/p1"]), ["time"])
+	d2.valid_until == null
 }

@@ -18,6 +18,7 @@ decision := {
 	"allow": count(deny) == 0,
 	"reasons": [r | some r in deny],
 	"obligations": array.concat(data.emr.care.request_obligations, data.emr.seal.request_obligations),
+	"valid_until": data.emr.grants.valid_until,
 }
 
 # Every concern's refusals, one list: adding a concern is one line. (One rule over the list, not a

@@ -7,7 +7,7 @@ import data.emr.request
 
 test_decision_shape if {
 	d := request.decision with input as f.read("dr-li", "TREAT", "Observation", ["Patient/p1"])
-	d == {"allow": true, "reasons": [], "obligations": []}
+	d == {"allow": true, "reasons": [], "obligations": [], "valid_until": null}
 	d2 := request.decision with input as f.read("dr-li", "HMARKT", "Observation", ["Patient/p1"])
 	d2.allow == false
 	is_array(d2.reasons)

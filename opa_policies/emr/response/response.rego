@@ -79,31 +79,14 @@ codings := {x | some k in content_keys; is_array(k[0]); some x in k[0]}
 
 labels := {x | some k in content_keys; some i in [1, 2]; is_array(k[i]); some x in k[i]}
 
-# Each distinct system of the response put in canonical form once (emr.grading): its alias, for the
-# listed systems and "" (none) only. Most codings are of systems not listed (categories, units,
-# departments): they cost one lookup here and nothing more.
-system_aliases := {s: a |
-	some s in {x.system | some x in (codings | labels)}
-	a := data.emr.grading.alias_of(s)
-	a != "?"
-}
+# Each distinct system of the response put in canonical form once, then each distinct coding, and
+# label or tag, graded once by direct lookups (emr.grading: one call each for the whole response).
+# Most codings are of systems not listed (categories, units, departments): they cost one lookup.
+system_names := data.emr.grading.system_names({x.system | some x in (codings | labels)})
 
-# Each distinct coding, and label or tag, graded once (only the sensitive ones get a grade).
-coding_grade := {c: g |
-	aliases := system_aliases
-	some c in codings
-	alias := aliases[c.system]
-	g := data.emr.grading.code_grade(alias, c.code)
-	g > 0
-}
+coding_grade := data.emr.grading.coding_grades(codings, system_names)
 
-label_grade := {l: g |
-	aliases := system_aliases
-	some l in labels
-	alias := aliases[l.system]
-	g := data.emr.grading.label_grade(alias, l.code)
-	g > 0
-}
+label_grade := data.emr.grading.label_grades(labels, system_names)
 
 # Per distinct patient list: the grade the patients' flags impose (VIP, staff), and the active
 # roles that reach every patient in it, none sealed to the operator (emr.care, emr.seal).
@@ -154,7 +137,7 @@ verdicts := vs if {
 	]
 }
 
-decision := {"verdicts": verdicts, "obligations": obligations}
+decision := {"verdicts": verdicts, "obligations": obligations, "valid_until": data.emr.grants.valid_until}
 
 # --- why an entry is withheld (only for withheld entries) -----------------------------------------
 

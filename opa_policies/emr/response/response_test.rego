@@ -19,7 +19,7 @@ test_one_verdict_per_entry_in_order if {
 
 test_empty_response if {
 	d := response.decision with input as f.resp("dr-li", "TREAT", [])
-	d == {"verdicts": [], "obligations": []}
+	d == {"verdicts": [], "obligations": [], "valid_until": null}
 }
 
 # I.4 graded access: a nurse (TREAT: up to grade 4) loses very restricted records, a physician not.

@@ -11,7 +11,7 @@
 #   A query must not learn what the per-resource filter would withhold: _has, chained parameters,
 #   _filter, searches that select by graded content (codes, security labels, text) above the
 #   operator's grade in any spelling, GraphQL and count-only searches are refused. $export
-#   (sharing) needs an export grant in force.
+#   (sharing) needs an export grant in force. Includes emr.research: no re-identification.
 # custom:
 #   clauses: [I.4, II.2]
 package emr.sidechannel
@@ -31,6 +31,12 @@ side_key(k) if startswith(k, "_filter:")
 side_key(k) if contains(k, ".")
 
 side_keys(params) := {k | some k, _ in params; side_key(k)}
+
+# I.4: teaching and research do not re-identify: no search by direct identifiers, and for
+# pseudonymised answers no real ids (emr.research, decided with the side channels).
+deny contains r if {
+	some r in data.emr.research.deny
+}
 
 # I.4: _has, chains and _filter only for operators who see every grade for the purpose.
 deny contains r if {

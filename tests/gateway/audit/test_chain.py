@@ -4,14 +4,17 @@ Real SQLite file, real Ed25519 key, the real CLI entry point."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.aio import stop_task
 from gateway.audit.checkpoints import Checkpointer
 from gateway.cli import main
 from gateway.store import Store
@@ -62,6 +65,8 @@ def run_verify(trail: dict, capsys: pytest.CaptureFixture[str]) -> tuple[int, di
             str(trail["checkpoints"]),
             "--public-key",
             str(trail["key"]),
+            "--archive-dir",
+            str(Path(trail["db"]).parent / "archive"),  # none: the whole chain is live
         ]
     )
     return code, json.loads(capsys.readouterr().out)
@@ -111,6 +116,19 @@ def test_swapped_records_are_caught(trail: dict, capsys: pytest.CaptureFixture[s
     assert code == 1 and out["first_broken_seq"] == 5
 
 
+def test_deleted_oldest_records_are_named_missing(trail: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """The chain's beginning is no less evidence than its end: without an archive that holds them,
+    records deleted from the start are missing (the checkpoint naming one of them too)."""
+    with sqlite3.connect(trail["db"]) as db:
+        db.execute("DELETE FROM audit_patient WHERE seq <= 10")
+        db.execute("DELETE FROM audit WHERE seq <= 10")
+    code, out = run_verify(trail, capsys)
+    assert code == 1 and out["first_broken_seq"] == 11
+    assert out["problems"][0].startswith(
+        "records 1–10 missing: not in the live store, and no archive segments"
+    )
+
+
 def test_truncated_tail_is_caught_by_the_signed_checkpoint(
     trail: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -121,7 +139,9 @@ def test_truncated_tail_is_caught_by_the_signed_checkpoint(
     assert code == 1 and "truncated" in " ".join(out["problems"])
     assert out["first_broken_seq"] == 17
     # Without the checkpoints the shorter chain would look whole: that is why they exist.
-    code = main(["audit", "verify", "--db", str(trail["db"])])
+    code = main(
+        ["audit", "verify", "--db", str(trail["db"]), "--archive-dir", str(trail["db"].parent / "archive")]
+    )
     assert code == 0 and "no checkpoints" in capsys.readouterr().out
 
 
@@ -219,3 +239,61 @@ async def test_a_record_after_a_clean_shutdown_checkpoint_fails(
     forge(db, 6)
     code, out = run_verify(trail, capsys)
     assert code == 1 and out["first_broken_seq"] == 6 and "clean shutdown" in out["problems"][0]
+
+
+async def test_a_restart_after_a_clean_shutdown_reopens_the_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway restarted after a clean shutdown, killed before its first interval is over: its
+    records are an unanchored tail (a warning), not records "after a final checkpoint" (a failure) —
+    the restart signs at once that the gateway runs again."""
+    key_file = tmp_path / "k.pem"
+    key_file.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    db, checkpoints = tmp_path / "a.sqlite", tmp_path / "cp.jsonl"
+    store = Store(str(db))
+    await store.start()
+    cp = Checkpointer(store, str(key_file), str(checkpoints), 3600, _Log())
+    cp.start()
+    for i in range(1, 4):
+        await store.insert_audit(record(i))
+    await cp.close()
+    await store.close()
+    store = Store(str(db))  # the restart
+    await store.start()
+    cp = Checkpointer(store, str(key_file), str(checkpoints), 3600, _Log())
+    cp.start()
+    await asyncio.sleep(0.2)  # the start checkpoint; the next would be an hour away
+    await store.insert_audit(record(4))
+    await stop_task(cp._task)  # killed: no final checkpoint
+    await store.close()
+    code, out = run_verify({"db": db, "checkpoints": checkpoints, "key": key_file}, capsys)
+    assert code == 0, out
+    assert out["warnings"] and "1 record(s) after the last signed checkpoint" in out["warnings"][0]
+
+
+async def test_a_test_gateway_signs_its_trail_as_serve_does(
+    aiohttp_client: Any, make_settings: Any, idp: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every test app runs with the session's signing key (tests/conftest.py): its trail is anchored,
+    and its clean shutdown signs the final checkpoint."""
+    from gateway.app import create_app
+    from tests.conftest import UNREACHABLE, auth
+
+    settings = make_settings(UNREACHABLE)
+    client = await aiohttp_client(create_app(settings))
+    for _ in range(3):
+        resp = await client.get("/admin/audit", headers=auth(idp.token("security_officer"), None))
+        assert resp.status == 200
+    await client.close()
+    trail = {
+        "db": Path(settings.db),
+        "checkpoints": settings.audit_checkpoint_file,
+        "key": settings.audit_signing_key_file,
+    }
+    code, out = run_verify(trail, capsys)
+    assert code == 0 and out["records"] == 3 and out["checkpoints"] >= 1 and out["warnings"] == []
+    assert json.loads(Path(settings.audit_checkpoint_file).read_text().splitlines()[-1])["final"] is True

@@ -4,14 +4,20 @@ The full volume is the kernel's own: /dev/full answers every write with ENOSPC."
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.app import create_app
-from gateway.audit.log import LogSink
+from gateway.audit.log import AuditLog, LogSink
+from gateway.context import RequestContext
 from gateway.runtime import GATEWAY
 from gateway.store import Store
+from gateway.store.commit import StoreUnavailable
 from tests.builders import audit_record
 from tests.conftest import UNREACHABLE, auth
 
@@ -81,3 +87,65 @@ async def test_a_full_log_volume_is_not_a_refused_request(
     store = client.server.app[GATEWAY].store
     assert (await store.audit_record(resp.headers["X-Request-Id"])) is not None
     assert client.server.app[GATEWAY].audit.sink.failures >= 1
+
+
+def context(n: int, status: int = 200) -> RequestContext:
+    ctx = RequestContext(f"rid-{n}", "GET", "Patient/p1", "", "10.0.0.1", "test", {})
+    ctx.status, ctx.decision = status, "allow"
+    return ctx
+
+
+async def test_nothing_after_the_commit_can_fail_the_answer(tmp_path: Path) -> None:
+    """The log's catch-up reads the store; if that read fails the record is committed all the same,
+    so the answer stands (before: the exception reached the wrapper, which answered 503)."""
+    store = Store(str(tmp_path / "a.sqlite"))
+    await store.start()
+    path = tmp_path / "audit.jsonl"
+    trail = AuditLog(store, str(path))
+    await trail.start()
+    try:
+        await trail.write(context(1))
+        trail.sink.lagging = True  # (a write failed earlier: the next one catches up first)
+        real = store.records_after
+
+        async def broken(seq: int, limit: int) -> Any:
+            raise OSError("the store thread's read failed")
+
+        store.records_after = broken  # type: ignore[method-assign]
+        assert (await trail.write(context(2)))["request_id"] == "rid-2"  # no exception: committed
+        assert (await store.audit_record("rid-2")) is not None
+        store.records_after = real  # type: ignore[method-assign]
+        await trail.write(context(3))
+        assert [line["request_id"] for line in lines(path)] == ["rid-1", "rid-2", "rid-3"]
+    finally:
+        await trail.close()
+        await store.close()
+
+
+async def test_a_kept_503_record_reaches_the_log_when_the_store_commits_it(tmp_path: Path) -> None:
+    """A 503's record is kept while the store cannot commit, and nobody waits for it: its line
+    follows its commit, not only the next request."""
+    db = tmp_path / "a.sqlite"
+    store = Store(str(db), busy_timeout=0.2)
+    await store.start()
+    path = tmp_path / "audit.jsonl"
+    trail = AuditLog(store, str(path))
+    await trail.start()
+    try:
+        await trail.write(context(1))
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable):
+            await trail.write(context(2))
+        await trail.keep(context(2, 503))
+        lock.execute("ROLLBACK")
+        lock.close()
+        for _ in range(500):
+            if len(lines(path)) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [(x["request_id"], x["status"]) for x in lines(path)] == [("rid-1", 200), ("rid-2", 503)]
+        assert store.records_lost == 0
+    finally:
+        await trail.close()
+        await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,11 +79,19 @@ async def test_balp_audit_events_validate_as_r4b(admin: Admin) -> None:
 
 async def test_cli_search_and_ndjson_export(admin: Admin, capsys: pytest.CaptureFixture[str]) -> None:
     await fill(admin, 12)
-    db = admin.settings.db
-    assert main(["audit", "search", "--db", db, "--operator", "op-2", "--limit", "2", "--all"]) == 0
+    db, none = admin.settings.db, str(Path(admin.settings.db).parent / "archive")  # (no archive yet)
+    search = ["audit", "search", "--db", db, "--archive-dir", none, "--operator", "op-2"]
+    assert main([*search, "--limit", "2", "--all"]) == 0  # --all: every record, whatever the page size
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["request_id"] for r in lines] == ["req-00010", "req-00006", "req-00002"]
-    assert main(["audit", "search", "--db", db, "--patient", "Patient/p0", "--balp"]) == 0
+    assert main([*search, "--limit", "2"]) == 0
+    assert [json.loads(x)["request_id"] for x in capsys.readouterr().out.splitlines()] == [
+        "req-00010",
+        "req-00006",
+    ]
+    assert (
+        main(["audit", "search", "--db", db, "--archive-dir", none, "--patient", "Patient/p0", "--balp"]) == 0
+    )
     events = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert events and all(e["resourceType"] == "AuditEvent" for e in events)
 
@@ -106,6 +115,8 @@ async def test_search_by_time_reads_the_offset(admin: Admin) -> None:
             "search",
             "--db",
             admin.settings.db,
+            "--archive-dir",
+            str(Path(admin.settings.db).parent / "archive"),
             "--from",
             "2026-12-01T16:00:05+08:00",
             "--to",

@@ -253,13 +253,13 @@ def test_non_patient_read_targets_nobody_by_itself():
         ("subject", "Patient/p1"),
         ("subject:Patient", "p1"),
         ("subject", " Patient/p1 "),
-        ("beneficiary", "Patient/p1"),
     ],
 )
 def test_patient_search_spellings(key, value):
     """Every spelling of a patient-valued parameter reaches the policy as 'Patient/x' (I.4)."""
     req = parse_request("GET", "Observation", [(key, value)])
     assert req.patients == {"Patient/p1"}
+    assert parse_request("GET", "Coverage", [("beneficiary", "Patient/p1")]).patients == {"Patient/p1"}
 
 
 def test_comma_separated_and_repeated_patient_values():
@@ -297,12 +297,24 @@ def test_values_that_do_not_name_a_patient(key, value):
     assert req.params == {key: [value]}  # the policy still sees the raw parameter
 
 
-@pytest.mark.parametrize("key", ["actor", "focus", "target", "recipient", "member", "code"])
-def test_any_parameter_naming_a_patient_reference_targets_the_patient(key):
+@pytest.mark.parametrize(
+    ("rtype", "key"),
+    [
+        ("Appointment", "actor"),
+        ("Observation", "focus"),
+        ("Provenance", "target"),
+        ("Communication", "recipient"),
+        ("Group", "member"),
+        ("Observation", "code"),
+    ],
+)
+def test_any_parameter_naming_a_patient_reference_targets_the_patient(rtype, key):
     """Sealing and the care relationship hold whichever link a search follows (I.4): a value that
-    is a Patient reference names that patient, whatever the parameter."""
-    assert parse_request("GET", "Appointment", [(key, "Patient/p1")]).patients == {"Patient/p1"}
-    assert parse_request("GET", "Group", [(f"{key}:Patient", "p2")]).patients == {"Patient/p2"}
+    is a Patient reference names that patient, whatever the parameter (each a parameter of its type:
+    the gateway forwards no other, gateway/fhir/params.py check_search)."""
+    assert parse_request("GET", rtype, [(key, "Patient/p1")]).patients == {"Patient/p1"}
+    if key != "code":  # a token takes no type modifier
+        assert parse_request("GET", rtype, [(f"{key}:Patient", "p2")]).patients == {"Patient/p2"}
 
 
 def test_bad_patient_reference_is_refused():
@@ -557,7 +569,16 @@ def test_to_policy_shape():
         "conditional": False,
     }
     target = out["target"]
-    assert set(target) == {"type", "id", "compartment", "patients", "params", "if_none_exist", "entries"}
+    assert set(target) == {
+        "type",
+        "id",
+        "compartment",
+        "patients",
+        "params",
+        "if_none_exist",
+        "ids",
+        "entries",
+    }
     assert target["patients"] == ["Patient/a", "Patient/b"]
     assert target["entries"] == [
         {
@@ -569,6 +590,7 @@ def test_to_policy_shape():
             "operation": None,
             "patients": ["Patient/a"],
             "params": {},
+            "ids": {},
         },
         {
             "interaction": "operation",
@@ -579,6 +601,7 @@ def test_to_policy_shape():
             "operation": "$everything",
             "patients": ["Patient/b"],
             "params": {},
+            "ids": {},
         },
     ]
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
+import orjson
 import pytest
 
+from gateway.aio import stop_task
+from gateway.audit.chain import verify
 from gateway.store import Store, StoreClosed, StoreConflict, StoreInvalid, StoreNotFound
+from gateway.store.backlog import Backlog, Item
+from gateway.store.commit import STORE_UNAVAILABLE, StoreUnavailable
 from plugins.grants.store import SCHEMA as GRANTS_SCHEMA
 from plugins.grants.store import GrantStore
 from plugins.seal.store import SCHEMA as SEALS_SCHEMA
@@ -217,7 +223,7 @@ async def test_alerts_ride_the_audit_group_commit_ii3(store: Store) -> None:
     original = store._write_batch
 
     def spy(items: list) -> None:
-        batches.append([i.get("_kind", "audit") for i in items])
+        batches.append([i.kind for i in items])
         original(items)
 
     store._write_batch = spy  # type: ignore[method-assign]
@@ -290,3 +296,120 @@ async def test_closed_store_refuses_state_calls(tmp_path: Path) -> None:
         await SealStore(s).active_seals(["Patient/p1"])
     with pytest.raises(StoreClosed):
         await s.insert_alert({"event": "x", "severity": "low"})
+
+
+# --- storage faults: bounded waits, the backlog, the spill file (II.2), the outage alert (II.3) ---
+
+
+async def test_a_locked_store_bounds_the_wait_and_commits_the_backlog_in_order(tmp_path: Path) -> None:
+    """Another connection holds the write lock: each request waits ~busy_timeout, its record is
+    withdrawn (its 503's record kept instead), and all of it commits, in order, on the chain."""
+    db = tmp_path / "locked.sqlite"
+    store = Store(str(db), busy_timeout=0.3)
+    await store.start()
+    await store.insert_audit(record(1))
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    start = time.monotonic()
+    results = await asyncio.gather(
+        *(store.insert_audit(record(i)) for i in range(2, 5)), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreUnavailable) for r in results) and time.monotonic() - start < 5
+    while store.failure is None:  # the writer's own attempt ends with its busy timeout too
+        await asyncio.sleep(0.01)
+    assert store.health() == {"store": "cannot commit: database is locked", "backlog": 1, "records_lost": 0}
+    assert not await store.ready()
+    for i in range(2, 5):  # the 503s' own records, and an alert of one of them
+        assert await store.keep_audit(record(i) | {"status": 503})
+    await store.insert_alert({"event": "break-glass", "request_id": "req-3"}, wait=False)
+    with pytest.raises(StoreUnavailable):  # an alert not committed in time is kept, not dropped
+        await store.insert_alert({"event": "seal-access", "request_id": "req-4"})
+    assert len(store.backlog) == 6
+    lock.execute("ROLLBACK")
+    while store.backlog.items:
+        await asyncio.sleep(0.01)
+    assert store.health() == {"store": "ok", "backlog": 0, "records_lost": 0} and await store.ready()
+    rows = [(r["request_id"], r["status"]) for r in reversed(await store.audit_records(limit=10))]
+    assert rows == [("req-1", 200), ("req-2", 503), ("req-3", 503), ("req-4", 503)]  # none twice
+    events = [a["event"] for a in reversed(await store.list_alerts())]
+    assert events == [STORE_UNAVAILABLE, "break-glass", "seal-access"]  # one per outage
+    await store.insert_audit(record(5))  # and the store serves as before
+    await store.close()
+    lock.close()
+    assert verify(db).ok
+
+
+async def test_a_full_store_keeps_its_records_until_it_has_room(tmp_path: Path) -> None:
+    """SQLite's own "database or disk is full" (its page limit reached, as a full disk answers)."""
+    store = Store(str(tmp_path / "full.sqlite"), busy_timeout=0.3)
+    await store.start()
+    await store.insert_audit(record(1))
+    pages = (await store.read("PRAGMA page_count"))[0][0]
+    await store.read(f"PRAGMA max_page_count = {pages}")
+    big = [record(i) | {"query": "x" * 8000} for i in range(2, 5)]
+    results = await asyncio.gather(*(store.insert_audit(r) for r in big), return_exceptions=True)
+    assert [str(r) for r in results] == ["database or disk is full"] * 3
+    for r in big:
+        await store.keep_audit(r | {"status": 503})
+    assert store.health()["store"] == "cannot commit: database or disk is full"
+    await store.read("PRAGMA max_page_count = 1073741823")  # space again
+    while store.backlog.items:
+        await asyncio.sleep(0.01)
+    assert [r["status"] for r in await store.audit_records(limit=10)] == [503, 503, 503, 200]
+    assert store.records_lost == 0
+    await store.close()
+    assert verify(tmp_path / "full.sqlite").ok
+
+
+async def test_the_spill_file_is_replayed_at_start_once(tmp_path: Path) -> None:
+    """A crash during an outage: the kept records and alerts were spilled (whole lines, fsynced) and
+    are committed at the next start — once, however often it starts; nothing torn is replayed."""
+    db, spill = tmp_path / "s.sqlite", tmp_path / "spill" / "audit-spill.jsonl"
+    crashed = Store(str(db), busy_timeout=0.2, spill_file=str(spill))
+    await crashed.start()
+    await crashed.insert_audit(record(1))
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreUnavailable):
+        await crashed.insert_audit(record(2))
+    await crashed.keep_audit(record(2) | {"status": 503})
+    await crashed.insert_alert(
+        {"event": "break-glass", "request_id": "req-2", "detail": {"n": 1}}, wait=False
+    )
+    while not spill.exists() or spill.read_bytes().count(b"\n") < 3:  # the outage's alert is the third
+        await crashed._spill_now()
+        await asyncio.sleep(0.01)
+    await stop_task(crashed._writer)  # the process dies here: nothing more is written
+    lines = spill.read_bytes().splitlines()
+    assert sorted(orjson.loads(x)["kind"] for x in lines) == ["alert", "alert", "audit"]
+    lock.execute("ROLLBACK")
+    lock.close()
+    with spill.open("ab") as fh:
+        fh.write(lines[0] + b"\n" + lines[0][:30])  # the same line again, then one cut short by the crash
+    for _ in range(2):
+        again = Store(str(db), spill_file=str(spill))
+        await again.start()
+        assert [(r["request_id"], r["status"]) for r in await again.audit_records()] == [
+            ("req-2", 503),
+            ("req-1", 200),
+        ]
+        assert sorted(a["event"] for a in await again.list_alerts()) == sorted(
+            ["break-glass", STORE_UNAVAILABLE]
+        )
+        await again.close()
+        assert again.records_lost == 0 and spill.read_bytes() == b""
+        spill.write_bytes(b"\n".join(lines) + b"\n")  # (the second start replays it all again: no-op)
+    crashed._db.close()  # type: ignore[union-attr]
+    assert verify(db).ok
+
+
+def test_a_sealed_record_cannot_be_withdrawn_and_a_withdrawn_one_is_not_committed() -> None:
+    backlog = Backlog(10)
+    a, b = Item("audit", {}), Item("audit", {})
+    backlog.append(a)
+    backlog.append(b)
+    assert backlog.seal([a]) and not backlog.withdraw(a)  # its COMMIT is under way
+    backlog.unseal([a])  # the COMMIT failed: it waits again, and may be withdrawn
+    assert backlog.withdraw(a) and list(backlog.items) == [b]
+    assert not backlog.seal([a, b])  # a batch that lost an item is rolled back, formed again
+    assert backlog.admit() and len(backlog) + backlog.admitted == 2
