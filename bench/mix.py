@@ -94,8 +94,11 @@ def _derive(template: JSON, index: int, fake: Faker) -> JSON:
         if r["resourceType"] == "Patient":
             r["identifier"][0]["value"] = synthetic.mrn_for(index)
             fake.seed_instance(SEED * 1_000_003 + index)
-            r["name"] = [synthetic._chinese_name(fake, r.get("gender") == "female")]
-            r["text"] = synthetic._narrative(f"{r['name'][0]['text']}, MRN {synthetic.mrn_for(index)}.")
+            female = r.get("gender") == "female"
+            r["name"] = [synthetic._chinese_name(fake, female)]
+            r["text"] = synthetic._narrative(  # as synthetic.py writes it
+                f"{r['name'][0]['text']}，{'女' if female else '男'}，出生日期 {r.get('birthDate', '未知')}。"
+            )
         elif r["resourceType"] == "Encounter":
             dept = synthetic.department_for(index, SEED)
             r["serviceType"] = {

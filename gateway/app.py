@@ -61,7 +61,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> web.Applic
     app.cleanup_ctx.append(parts)
     app.router.add_get(HEALTH_PATHS[0], healthz)
     app.router.add_get(HEALTH_PATHS[1], readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get(HEALTH_PATHS[2], metrics)
     app.router.add_route("*", FHIR_PREFIX, handle_fhir)
     # [\s\S]: a newline in the path must reach the handler (and be refused and audited there),
     # not fall through to the edge's 404.

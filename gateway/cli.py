@@ -18,6 +18,7 @@ import sys
 import structlog
 
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.diagnostics import DiagnosticsLogger
 
 CHECKPOINTS_OFF_WARNING = """\
 emrguard: WARNING ──────────────────────────────────────────────────────────────────────────────
@@ -26,21 +27,6 @@ emrguard: WARNING  chain is not signed, so deleting or rewriting the newest reco
 emrguard: WARNING  unnoticed by `emrguard audit verify` (II.2 tamper evidence).
 emrguard: WARNING  Turn them on: `emrguard keys init --dir DIR`, then set the two lines it prints.
 emrguard: WARNING ──────────────────────────────────────────────────────────────────────────────"""
-
-
-class DiagnosticsLogger(structlog.PrintLogger):
-    """The operational log on stderr. A full or broken stderr must not fail a request — the store is
-    the system of record (II.2) — so a line that cannot be written is dropped and counted."""
-
-    dropped = 0
-
-    def msg(self, message: str) -> None:
-        try:
-            super().msg(message)
-        except (OSError, ValueError):  # ENOSPC, EIO, a closed stream
-            DiagnosticsLogger.dropped += 1
-
-    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
 
 
 def _serve(args: argparse.Namespace) -> int:

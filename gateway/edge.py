@@ -27,9 +27,10 @@ from gateway.errors import GatewayError, error
 from gateway.pipeline import FHIR_PREFIX
 from gateway.runtime import GATEWAY
 
-# The health checks are not audited: they disclose nothing (no patient, no operator, no policy),
-# and a load balancer polls them every few seconds. Only exactly these spellings reach them.
-HEALTH_PATHS = ("/healthz", "/readyz")
+# The health checks and the metrics are not audited: they disclose nothing (no patient, no operator,
+# no policy; counters only), and a load balancer or Prometheus polls them every few seconds. Only
+# exactly these spellings reach them.
+HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 def parser_limits(settings: Settings) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from typing import Any
 
 from gateway.errors import Reason
 from gateway.fhir.filter import apply_verdicts, documents_whole
-from gateway.fhir.resources import Slot, collect
 from gateway.fhir.pseudonyms import Pseudonymiser
+from gateway.fhir.resources import Slot, collect
 from gateway.policy.decisions import Verdict
 
 #: Matches per page when the client does not say (the common default of FHIR servers).

@@ -100,13 +100,13 @@ class Pager:
             }
         )
         nonce = os.urandom(NONCE_BYTES)
-        return _b64(nonce + self._aead.encrypt(nonce, payload, KEY_LABEL))
+        return f"{_b64(nonce)}.{_b64(self._aead.encrypt(nonce, payload, KEY_LABEL))}"
 
     def open(self, token: str, operator: str) -> Cursor:
         """The cursor, if the token is one of ours, unaltered, unexpired and this operator's."""
         try:
-            raw = _unb64(token)
-            doc = orjson.loads(self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], KEY_LABEL))
+            nonce, sealed = (_unb64(part) for part in token.split(".", 1))
+            doc = orjson.loads(self._aead.decrypt(nonce, sealed, KEY_LABEL))
             cursor = (
                 Cursor(
                     upstream=str(doc["u"]),

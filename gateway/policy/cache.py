@@ -267,10 +267,12 @@ class DecisionCache:
         self.answered[decision]["cache" if cached else "engine"] += 1
 
     def hit_rate(self) -> float | None:
-        """The share of decisions answered without the engine (None: none answered yet)."""
-        cached = sum(a["cache"] for a in self.answered.values())
-        total = cached + sum(a["engine"] for a in self.answered.values())
-        return cached / total if total else None
+        """Hits over lookups, all kinds together (None: no lookup yet). A whole-response lookup
+        follows its entries' misses, so its miss is not another miss (bench/run.py counts alike;
+        ``answered`` says how many decisions needed no engine at all)."""
+        hits = sum(self.hits.values())
+        lookups = hits + self.misses["request"] + self.misses["response_entry"]
+        return hits / lookups if lookups else None
 
     def metrics(self) -> str:
         """The counters in the Prometheus text exposition format (version 0.0.4)."""

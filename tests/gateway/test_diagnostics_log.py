@@ -9,7 +9,7 @@ import io
 
 import structlog
 
-from gateway.cli import DiagnosticsLogger
+from gateway.diagnostics import DiagnosticsLogger
 
 
 class FullDisk(io.StringIO):

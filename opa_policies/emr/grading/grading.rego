@@ -99,13 +99,13 @@ label_grade(alias, code) := object.get(object.get(cfg.security_labels, alias, {}
 
 # Each distinct system of a response put in canonical form once: the name it is listed under, ""
 # for none (no system, or only blanks and "/"). Systems not listed (most: categories, statuses,
-# units, RxNorm) and non-strings are left out: their codings grade nothing.
+# units, RxNorm) and non-strings are left out: their codings grade nothing. (The response decision
+# is never compiled: its lookups are not tested twice, unlike the functions above.)
 system_names(systems) := {s: a |
 	names := object.union(cfg.code_systems, {"": ""})
 	some s in systems
 	is_string(s)
 	a := names[trim(lower(s), " /")]
-	is_string(a)
 }
 
 # Each distinct coding ({system, code}) of a response that raises its record's grade, and the grade

@@ -31,7 +31,7 @@ type_info[t] := info if {
 		"base": data.emr.grading.base(t),
 		"visible_to": visible_to,
 		"roles": roles_if_fields(visible_to, field_reasons),
-		"exempt": exempt_count(t),
+		"none_ok": none_ok(t),
 		"redact": data.emr.fields.redact(t),
 		"transform": data.emr.fields.transform(t),
 		"type_reasons": type_reasons(t, visible_to),
@@ -45,11 +45,13 @@ roles_if_fields(visible_to, field_reasons) := visible_to if count(field_reasons)
 
 else := []
 
-# The capability statement (no purpose needed to ask for it) is not patient data.
-exempt_count(t) := 1 if {
+# What the roles that may see an entry (ok, above) are compared with: no role ([]) withholds it;
+# the capability statement (no purpose needed to ask for it) is not patient data and is kept
+# whatever the roles (null: ok, an array, is never null).
+none_ok(t) := null if {
 	data.emr.lib.exempt
 	t in data.emr.lib.cfg.exempt_response_types
-} else := 0
+} else := []
 
 cap := data.emr.roles.cap
 
@@ -59,29 +61,18 @@ denied := data.emr.seal.denied
 
 pseudonymise := data.emr.fields.pseudonymise
 
-# Entries of a response repeat the same codings and the same patients: each distinct content
-# (codes, security, tags) is graded once and each distinct patient list is checked once.
-content_grade := {k: g |
-	coded := coding_grade
-	labelled := label_grade
-	some k in content_keys
-	g := max(array.concat(
-		array.concat([0], [x | some c in k[0]; x := coded[c]]),
-		array.concat([x | some l in k[1]; x := labelled[l]], [x | some l in k[2]; x := labelled[l]]),
-	))
-}
+# Entries of a response repeat the same codings and the same patients: each distinct coding, label
+# and tag is graded once (emr.grading, direct lookups), each distinct patient list is checked once;
+# per entry there are only lookups. The gateway sends every coding, label and tag as {system,
+# code}, system "" when it has none. (x := f[_] iterates a collection and yields nothing for
+# anything else, with no builtin call: regorus fails the whole evaluation on `some x in "text"`.)
+codings := {c | some e in entries; c := e.codes[_]}
 
-content_keys := {[e.codes, e.security, e.tags] | some e in entries}
-
-# The distinct codings, and labels and tags, of the response (from the distinct contents). The
-# gateway sends every one as {system, code}, system "" when it has none.
-codings := {x | some k in content_keys; is_array(k[0]); some x in k[0]}
-
-labels := {x | some k in content_keys; some i in [1, 2]; is_array(k[i]); some x in k[i]}
+labels := {l | some e in entries; l := e.security[_]} | {l | some e in entries; l := e.tags[_]}
 
 # Each distinct system of the response put in canonical form once, then each distinct coding, and
-# label or tag, graded once by direct lookups (emr.grading: one call each for the whole response).
-# Most codings are of systems not listed (categories, units, departments): they cost one lookup.
+# label or tag, graded once (one call each for the whole response). Most codings are of systems
+# not listed (categories, statuses, units, medications): they cost one lookup.
 system_names := data.emr.grading.system_names({x.system | some x in (codings | labels)})
 
 coding_grade := data.emr.grading.coding_grades(codings, system_names)
@@ -115,7 +106,7 @@ open_reach[r] := ps if {
 verdicts := vs if {
 	# Rules bound to local names once: a lookup through a rule inside the loop costs more in regorus.
 	types := type_info
-	contents := content_grade
+	graded := [coding_grade, label_grade, label_grade] # by field: codes, security, tags
 	lists := patient_lists
 	caps := cap
 	pseudo := pseudonymise
@@ -123,9 +114,9 @@ verdicts := vs if {
 		some e in entries
 		info := types[e.type]
 		pl := lists[e.patients]
-		g := max([info.base, contents[[e.codes, e.security, e.tags]], pl.grade])
+		g := max(array.concat([info.base, pl.grade], [x | y := [e.codes, e.security, e.tags][i][_]; x := graded[i][y]]))
 		ok := [r | some r in info.roles; r in pl.roles; g <= caps[r]]
-		keep := (count(ok) + info.exempt) > 0
+		keep := ok != info.none_ok
 		v := {
 			"keep": keep,
 			"grade": g,

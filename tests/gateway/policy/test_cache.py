@@ -217,6 +217,7 @@ async def test_repeated_inputs_hit_whatever_the_request_id_and_a_later_time(gw: 
     again = await request_decision(gw, ctx(), at(doc, later(T0, 3600), "r-2"))
     cache = decision_cache(gw)
     assert (cache.misses["request"], cache.hits["request"]) == (1, 1) and cache.hit_rate() == 0.5
+    assert cache.answered["request"] == {"cache": 1, "engine": 1}
     assert first == again and first.allow and first.valid_until is None
 
 
@@ -526,11 +527,6 @@ async def test_through_the_gateway_reads_hit_and_a_seal_takes_effect_at_once(
     assert status == 403 and "seal.sealed" in rules(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/edge.py answers an audited 404 for every path not in HEALTH_PATHS: /metrics must be "
-    "added there (not this change's file); then drop this mark",
-)
 async def test_metrics_through_the_edge(aiohttp_client: Any, make_settings: Any) -> None:
     client = await aiohttp_client(create_app(make_settings("http://127.0.0.1:9/fhir/R4")))
     resp = await client.get("/metrics")
