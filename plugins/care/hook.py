@@ -9,6 +9,8 @@ lookup fails the request fails closed: no facts, no decision, no data.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +110,7 @@ class CarePlugin(Plugin):
 
     def __init__(self) -> None:
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.upstream: UpstreamClient | None = None
         self.ttl = 30.0
 
@@ -117,7 +120,8 @@ class CarePlugin(Plugin):
 
     async def _load(self, ctx: RequestContext, patients: set[str] | list[str]) -> None:
         now = time.monotonic()
-        missing = []
+        missing: list[str] = []
+        waiting: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
         for p in patients:
             if p == UNRESOLVED_PATIENT:  # named by identifier only: no facts, so no relationship
                 ctx.patient_context.setdefault(p, {}).update(
@@ -127,35 +131,60 @@ class CarePlugin(Plugin):
             hit = self._cache.get(p)
             if hit and hit[0] > now:
                 ctx.patient_context.setdefault(p, {}).update(hit[1])
+            elif p in self._inflight:  # single flight: another request is looking this patient up
+                waiting.append((p, self._inflight[p]))
             else:
                 missing.append(p)
-        if not missing:
-            return
-        assert self.upstream is not None, "care plugin used before start()"
-        urls = [
-            url
-            for p in sorted(missing)
-            for url in (f"Encounter?subject={p}&_count=200", f"CareTeam?subject={p}&_count=50", p)
-        ]
-        answers = await batch_get(self.upstream, urls, ctx.request_id)
-        if answers is None:
-            raise error(
-                status=502,
-                code="transient",
-                rule=LOOKUP_FAILED,
-                en="the patients' departments could not be looked up, so no access decision can be made",
-                zh="无法查询患者所属科室,无法做出访问决策",
-                clause="I.4",
-            )
-        for i, p in enumerate(sorted(missing)):
-            enc, ct, pat = (
-                a.get("resource") if isinstance(a, dict) else None for a in answers[3 * i : 3 * i + 3]
-            )
-            facts = facts_from(enc, ct, pat)
-            self._cache[p] = (now + self.ttl, facts)
+        found = await self._lookup(sorted(missing), ctx.request_id, now) if missing else {}
+        for p, future in waiting:
+            found[p] = await asyncio.shield(future)  # (the looker-up's failure is this request's too)
+        for p, facts in found.items():
             ctx.patient_context.setdefault(p, {}).update(facts)
+
+    async def _lookup(self, missing: list[str], request_id: str, now: float) -> dict[str, dict[str, Any]]:
+        """One batch read upstream for the patients nobody is looking up yet; requests that need
+        them meanwhile wait for this answer instead of asking again (single flight)."""
+        loop = asyncio.get_running_loop()
+        futures = {p: loop.create_future() for p in missing}
+        self._inflight.update(futures)
+        try:
+            assert self.upstream is not None, "care plugin used before start()"
+            urls = [
+                url
+                for p in missing
+                for url in (f"Encounter?subject={p}&_count=200", f"CareTeam?subject={p}&_count=50", p)
+            ]
+            answers = await batch_get(self.upstream, urls, request_id)
+            if answers is None:
+                raise error(
+                    status=502,
+                    code="transient",
+                    rule=LOOKUP_FAILED,
+                    en="the patients' departments could not be looked up, so no access decision can be made",
+                    zh="无法查询患者所属科室,无法做出访问决策",
+                    clause="I.4",
+                )
+            for i, p in enumerate(missing):
+                enc, ct, pat = (
+                    a.get("resource") if isinstance(a, dict) else None for a in answers[3 * i : 3 * i + 3]
+                )
+                facts = facts_from(enc, ct, pat)
+                # Jittered expiry: entries looked up together do not all expire in the same instant
+                # (every in-flight request then missed at once, issue 9).
+                self._cache[p] = (now + self.ttl * random.uniform(0.8, 1.0), facts)
+                futures[p].set_result(facts)
+        except BaseException as exc:
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved here too: no "never retrieved" warning without waiters
+            raise
+        finally:
+            for p in missing:
+                self._inflight.pop(p, None)
         if len(self._cache) > 10_000:  # bounded: drop the expired
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+        return {p: f.result() for p, f in futures.items()}
 
     async def before_decision(self, ctx: RequestContext) -> None:
         if ctx.fhir is not None:

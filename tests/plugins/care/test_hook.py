@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from plugins.care.hook import DEPARTMENT_SYSTEM, FLAG_SYSTEM, OPERATOR_SYSTEM, facts_from
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.proxy import UpstreamClient
+from plugins.care.hook import DEPARTMENT_SYSTEM, FLAG_SYSTEM, OPERATOR_SYSTEM, CarePlugin, facts_from
 
 
 def bundle(*resources: dict) -> dict:
@@ -52,3 +60,73 @@ def test_void_encounters_and_ended_care_teams_make_no_relationship():
         "2026-12-01T00:00:00Z",
     )
     assert facts["departments"] == [] and facts["care_team"] == ["dr-now"]
+
+
+# --- single flight (issue 9): concurrent requests for one patient share one upstream lookup -------
+
+
+class CountingUpstream:
+    """A real HTTP server standing in for the FHIR server's batch endpoint: it counts batches and
+    answers slowly, so that concurrent lookups overlap."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.batches = 0
+        self.status = status
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.batches += 1
+        body = await request.json()
+        await asyncio.sleep(0.2)
+        if self.status != 200:
+            return web.json_response({"resourceType": "OperationOutcome", "issue": []}, status=self.status)
+        entries = [
+            {"response": {"status": "200 OK"}, "resource": bundle(enc("cardiology"))}
+            if "?" in e["request"]["url"]
+            else {"response": {"status": "200 OK"}, "resource": {"resourceType": "Patient"}}
+            for e in body["entry"]
+        ]
+        return web.json_response({"resourceType": "Bundle", "type": "batch-response", "entry": entries})
+
+
+async def _plugin(aiohttp_server: Any, make_settings: Any, upstream: CountingUpstream) -> CarePlugin:
+    app = web.Application()
+    app.router.add_post("/fhir", upstream.handle)
+    server = await aiohttp_server(app)
+    client = UpstreamClient(make_settings(str(server.make_url("/fhir"))))
+    await client.start()
+    plugin = CarePlugin()
+    plugin.upstream, plugin.ttl = client, 30.0
+    return plugin
+
+
+def _ctx(n: int) -> RequestContext:
+    return RequestContext(f"rid-{n}", "GET", "Patient/p1", "", None, None, {})
+
+
+async def test_concurrent_lookups_of_one_patient_share_one_upstream_batch(
+    aiohttp_server: Any, make_settings: Any
+) -> None:
+    upstream = CountingUpstream()
+    plugin = await _plugin(aiohttp_server, make_settings, upstream)
+    contexts = [_ctx(n) for n in range(10)]
+    await asyncio.gather(*(plugin._load(c, ["Patient/p1"]) for c in contexts))
+    assert upstream.batches == 1
+    assert all(c.patient_context["Patient/p1"]["departments"] == ["cardiology"] for c in contexts)
+    await plugin.upstream.close()  # type: ignore[union-attr]
+
+
+async def test_a_failed_shared_lookup_fails_every_waiter_and_is_not_remembered(
+    aiohttp_server: Any, make_settings: Any
+) -> None:
+    upstream = CountingUpstream(status=500)
+    plugin = await _plugin(aiohttp_server, make_settings, upstream)
+    results = await asyncio.gather(
+        *(plugin._load(_ctx(n), ["Patient/p1"]) for n in range(5)), return_exceptions=True
+    )
+    assert upstream.batches == 1
+    assert all(isinstance(r, GatewayError) and r.status == 502 for r in results)  # fail closed, all of them
+    upstream.status = 200
+    ctx = _ctx(9)
+    await plugin._load(ctx, ["Patient/p1"])  # asked again, not a remembered failure
+    assert upstream.batches == 2 and ctx.patient_context["Patient/p1"]["departments"] == ["cardiology"]
+    await plugin.upstream.close()  # type: ignore[union-attr]
