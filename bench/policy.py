@@ -1,7 +1,7 @@
 """Policy decisions in isolation: what one cold request or response decision costs each engine.
 
     python -m bench.policy [--engine embedded|opa|both] [--repeat 7] [--json] [--policy-dir DIR]
-                           [--baseline DIR]
+                           [--baseline DIR] [--compiled]
 
 No gateway, no network but the OPA server's loopback: the decision inputs the gateway builds
 (gateway/context.py, gateway/fhir/resources.py: Slot.summary) for a physician treating patients of
@@ -9,7 +9,7 @@ her department, with realistic codings (LOINC, ICD-10 and ICD-10-CN, SNOMED CT, 
 categories and statuses, confidentiality labels, a few sensitive codes), decided by
 
   embedded       the interpreter (regorus Engine), as gateway/policy/embedded.py asks it
-  ... compiled   the request decision by regorus' compiled program (Rvm), where the engine uses it
+  compiled       the request decision by regorus' compiled program (Program/Rvm), --compiled
   baseline       the embedded engine on another copy of the policies (--baseline), to compare with
   opa            a real OPA server (scripts/ensure-opa.sh) over loopback HTTP, one pooled session
 
@@ -32,9 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+import regorus
+
 from devtools.procs import free_port, wait_http
 from gateway.policy.embedded import EmbeddedEngine
-from gateway.policy.engine import REQUEST_DECISION, RESPONSE_DECISION, PolicyEngine
+from gateway.policy.engine import REQUEST_DECISION, RESPONSE_DECISION, PolicyEngine, PolicyError
+from gateway.policy.files import policy_data, policy_modules
 from gateway.policy.opa_server import OpaServerEngine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,6 +234,36 @@ def summary(rounds: list[tuple[float, float]]) -> dict[str, float]:
             "max_us": round(max(wall), 1), "cpu_median_us": round(statistics.median(c for _, c in rounds), 1)}  # fmt: skip
 
 
+class CompiledRequest(PolicyEngine):
+    """The request decision by regorus' compiled program (Program/Rvm), JSON in and out as the
+    embedded engine: measured here only. The gateway does not use it: it binds an undefined value
+    where Rego fails the expression, and refusals are lost (opa_policies/README.md, performance)."""
+
+    name = "compiled"
+
+    def __init__(self, policy_dir: Path) -> None:
+        super().__init__(timeout=10)
+        self.policy_dir = policy_dir
+        self._vm: Any = None
+
+    async def start(self) -> None:
+        data = orjson.dumps(policy_data(self.policy_dir)).decode()
+        modules = list(policy_modules(self.policy_dir).items())
+        program = regorus.Program.compile_from_modules(data, modules, ["data.emr.request.decision"])
+        self._vm = regorus.Rvm()
+        self._vm.load_program(program)
+        self._vm.set_data_json(data)
+
+    async def ready(self) -> bool:
+        return self._vm is not None
+
+    async def _evaluate(self, path: str, input_doc: dict[str, Any]) -> Any:
+        if path != REQUEST_DECISION:
+            raise PolicyError("compiled: the request decision only")
+        self._vm.set_input_json(orjson.dumps(input_doc).decode())
+        return orjson.loads(self._vm.execute())
+
+
 def start_opa(policy_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     opa = subprocess.run(
         [str(ROOT / "scripts/ensure-opa.sh")], capture_output=True, text=True, check=True
@@ -245,7 +279,7 @@ def start_opa(policy_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def run(
-    engines: list[str], repeat: int, policy_dir: Path, baseline: Path | None
+    engines: list[str], repeat: int, policy_dir: Path, baseline: Path | None, compiled: bool
 ) -> dict[str, dict[str, Any]]:
     """Every case by every column, the columns' rounds interleaved (A, B, A, B ...) so that a change
     in the machine's load falls on all of them alike."""
@@ -264,12 +298,11 @@ async def run(
     try:
         for engine in columns.values():
             await engine.start()
-        for name in ("embedded", "baseline"):  # the compiled request program, where the engine has one
-            compiled = getattr(columns.get(name), "compiled_request", None)
-            if compiled is not None:
-                columns[f"{name} compiled"] = compiled
+        if compiled:
+            columns["compiled request"] = CompiledRequest(policy_dir)
+            await columns["compiled request"].start()
         for label, path, doc in cases():
-            here = {n: e for n, e in columns.items() if path == REQUEST_DECISION or "compiled" not in n}
+            here = {n: e for n, e in columns.items() if path == REQUEST_DECISION or n != "compiled request"}
             calls = {n: await calls_for(e, path, doc) for n, e in here.items()}
             rounds: dict[str, list[tuple[float, float]]] = {n: [] for n in here}
             for _ in range(repeat):
@@ -294,9 +327,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--policy-dir", type=Path, default=POLICY_DIR, help="another copy of opa_policies/")
     parser.add_argument("--baseline", type=Path, help="a copy of opa_policies/ to compare with (embedded)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="also time the request decision's compiled program"
+    )
     args = parser.parse_args()
     engines = ["embedded", "opa"] if args.engine == "both" else [args.engine]
-    results = asyncio.run(run(engines, args.repeat, args.policy_dir, args.baseline))
+    results = asyncio.run(run(engines, args.repeat, args.policy_dir, args.baseline, args.compiled))
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -19,7 +19,8 @@ import structlog
 from gateway import rules
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, Reason, error
-from gateway.fhir.resources import UNRESOLVED_PATIENT, Slot, about_references
+from gateway.fhir.about import about_references
+from gateway.fhir.resources import UNRESOLVED_PATIENT, Slot
 from gateway.policy import PolicyError, RequestDecision, ResponseDecision, Verdict
 from gateway.policy.cache import (
     DecisionCache,
@@ -78,7 +79,7 @@ async def judge(
 ) -> list[Verdict]:
     """The response decision: one call for all these resources, with the facts about their patients.
 
-    A resource that describes others (a Provenance's target, a List's items: resources.ABOUT_ELEMENTS)
+    A resource that describes others (a Provenance's target, a List's items: about.ABOUT_ELEMENTS)
     is judged with what it describes: their patients are its patients, and if one of them is withheld
     from the operator, so is it. Records it is about that are not in the response are read upstream
     and judged in the same call (never released).

@@ -81,6 +81,15 @@ def error(
     return GatewayError(status, code, [Reason(rule, en, zh, clause)], dict(headers or {}), expression)
 
 
+def shown(reasons: list[Reason]) -> list[Reason]:
+    """The reasons a refusal shows. A reason whose detail says ``discreet`` (a seal: that the patient
+    is sealed is itself a fact about them) is shown only when it is the sole reason — to someone who
+    would otherwise have had access; beside another refusal (no care relationship) it would tell any
+    insider who is under seal (red team). Every reason stays in the audit record."""
+    plain = [r for r in reasons if not (isinstance(r.detail, dict) and r.detail.get("discreet") is True)]
+    return plain or reasons
+
+
 def operation_outcome(err: GatewayError, request_id: str) -> dict[str, Any]:
     """Render a GatewayError; one issue per reason: its rule, clause, zh + en text and the request
     id, never its ``detail`` (what the requester must not learn stays in the audit record)."""

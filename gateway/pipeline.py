@@ -21,7 +21,7 @@ from gateway import rules
 from gateway.audited import FHIR_SURFACE, Reply, audited
 from gateway.context import RequestContext
 from gateway.decide import judge, request_decision
-from gateway.errors import GatewayError, Reason, error
+from gateway.errors import GatewayError, Reason, error, shown
 from gateway.fhir.body import read_body
 from gateway.fhir.filter import apply_verdicts
 from gateway.fhir.outcomes import INSTANCE_READS, not_available, screen_upstream_outcome
@@ -95,7 +95,7 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
     if not decision.allow:
         ctx.decision = "deny"
         withheld = Reason(rules.POLICY_DENY, "refused by policy", "策略拒绝")
-        raise GatewayError(403, "forbidden", decision.reasons or [withheld])
+        raise GatewayError(403, "forbidden", shown(decision.reasons) or [withheld])
     ctx.decision = "allow"
     # 5. The last word before the upstream sees it (a write is judged by what it changes, I.3).
     extra_headers = await gw.hooks.before_forward(ctx)
@@ -190,7 +190,8 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
     else:
         strip_paging_links(upstream.body)
         rewrite_urls(upstream.body, gw.upstream.base, public_base)
-        slots = collect(upstream.body)
+        stored = ctx.fhir.interaction in ("read", "vread") and upstream.status == 200
+        slots = collect(upstream.body, stored)
         ctx.entries_returned = len(slots)
         verdicts = await judge(gw, ctx, ctx.request_input, slots)
         # Also with no resources at all: a bare total (_count=0) must not reveal a withheld count.

@@ -137,3 +137,5 @@ URI_TOO_LONG = "gateway.uri-too-long"
 HEADERS_TOO_LARGE = "gateway.headers-too-large"
 #: the records a describing resource (Provenance, List …) is about could not be read upstream
 ABOUT_UNREADABLE = "upstream.about-unreadable"
+#: A search or history inside a batch/transaction: the gateway builds pages itself (I.4).
+SEARCH_IN_BATCH = "fhir.search-in-batch"

@@ -291,7 +291,7 @@ async def test_sealed_refusal_names_no_patient_and_no_case(engine: EmbeddedEngin
     text = rendered(decision.reasons)
     assert CASE not in text and "Patient/sealed" not in text
     seal = next(r for r in decision.reasons if r.rule == "seal.sealed")
-    assert seal.detail == {"patients": ["Patient/sealed"], "cases": [CASE]}
+    assert seal.detail == {"patients": ["Patient/sealed"], "cases": [CASE], "discreet": True}
     # The gateway's seal store calls it case_ref: the same.
     patients = dict(
         PATIENTS,
@@ -336,7 +336,7 @@ async def test_withheld_record_names_nothing_unsent(engine: EmbeddedEngine) -> N
         text = rendered(reasons)
         assert "Patient/" not in text and CASE not in text and "grade 5" not in text and "5 级" not in text
     details = [r.get("detail") for r in decision.verdicts[0].get("reasons") or []]
-    assert {"patients": ["Patient/sealed"], "cases": [CASE]} in details
+    assert {"patients": ["Patient/sealed"], "cases": [CASE], "discreet": True} in details
     # The batch-response entries, through the response filter (gateway/fhir/filter.py).
     body: dict[str, Any] = {"resourceType": "Bundle", "type": "batch-response", "entry": [
         {"fullUrl": "Observation/o-1", "response": {"status": "200 OK"},
@@ -347,7 +347,9 @@ async def test_withheld_record_names_nothing_unsent(engine: EmbeddedEngine) -> N
         await engine.decide_response(base(["nurse"], "TREAT", entries=[s.summary() for s in slots]))
     ).verdicts
     apply_verdicts(body, slots, verdicts)
-    assert body["entry"][0]["response"]["status"] == "403 Forbidden"
+    assert (
+        body["entry"][0]["response"]["status"] == "404 Not Found"
+    )  # as an unknown id is (no existence oracle)
     assert "p2" not in json.dumps(body, ensure_ascii=False)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import Reason
+from gateway.fhir.outcomes import NOT_AVAILABLE_STATUS, not_available_outcome
 from gateway.fhir.pseudonyms import Pseudonymiser
 from gateway.fhir.resources import Slot, mark_redacted, remove_path
 from gateway.fhir.transforms import apply_transforms, mask_required
@@ -29,22 +30,6 @@ class FilterResult:
     root_reasons: list[Reason] = field(default_factory=list)
     disclosed_patients: set[str] = field(default_factory=set)
     disclosed: list[str] = field(default_factory=list)  # "Type/id" of every resource released
-
-
-def _forbidden_outcome(reasons: list[Reason]) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [
-            {
-                "severity": "error",
-                "code": "forbidden",
-                "details": {"text": f"{r.zh} / {r.en}"},
-                "diagnostics": f"rule={r.rule}",
-            }
-            for r in reasons
-        ]
-        or [{"severity": "error", "code": "forbidden"}],
-    }
 
 
 def apply_verdicts(
@@ -80,13 +65,15 @@ def apply_verdicts(
                 and slot.bundle.get("type") in RESPONSE_BUNDLES
             ):
                 assert slot.entry is not None
+                # Answered as an id the server does not have is (red team: "403" beside "404" told
+                # which ids exist); the reasons are in the audit record, not in the entry.
                 slot.entry.pop("resource", None)
                 slot.entry.pop("fullUrl", None)
                 response = slot.entry.setdefault("response", {})
-                response["status"] = "403 Forbidden"
                 response.pop("location", None)
                 response.pop("etag", None)
-                response["outcome"] = _forbidden_outcome(reasons)
+                response.pop("lastModified", None)
+                response["status"], response["outcome"] = NOT_AVAILABLE_STATUS, not_available_outcome()
             else:
                 assert slot.container is not None
                 removals.setdefault(id(slot.container), (slot.container, set()))[1].add(slot.index)
@@ -102,7 +89,17 @@ def apply_verdicts(
     for container, indexes in removals.values():
         for i in sorted(indexes, reverse=True):
             del container[i]
+    if (
+        isinstance(body, dict)
+        and body.get("resourceType") == "Bundle"
+        and body.get("type") in RESPONSE_BUNDLES
+    ):
+        _not_there_alike(body)
     for bundle, matches_before in bundles:
+        if bundle.get("type") == "history" and isinstance(bundle.get("entry"), list):
+            # A deleted version has no resource to judge, only its URL — the id of a record whose
+            # patient nobody checked (property tests: a hidden patient's `DELETE Patient/…`).
+            bundle["entry"] = [e for e in bundle["entry"] if not isinstance(e, dict) or "resource" in e]
         _fix_total(bundle, matches_before)
         if bundle.get("entry") == []:
             # A page whose every entry was withheld looks like one that matched nothing: servers omit
@@ -212,6 +209,18 @@ def _matches(bundle: dict[str, Any]) -> int:
     )
 
 
+def _not_there_alike(bundle: dict[str, Any]) -> None:
+    """An entry the server answered 404 or 410 (no such id, deleted) reads exactly as one withheld."""
+    for entry in bundle.get("entry") or []:
+        response = entry.get("response") if isinstance(entry, dict) else None
+        if isinstance(response, dict) and str(response.get("status", "")).strip().startswith(("404", "410")):
+            entry.pop("resource", None)
+            entry.pop("fullUrl", None)
+            for key in ("location", "etag", "lastModified"):
+                response.pop(key, None)
+            response["status"], response["outcome"] = NOT_AVAILABLE_STATUS, not_available_outcome()
+
+
 def _fix_total(bundle: dict[str, Any], matches_before: int) -> None:
     """Bundle.total must not reveal how many resources the filter withheld (I.4).
 
@@ -226,7 +235,9 @@ def _fix_total(bundle: dict[str, Any], matches_before: int) -> None:
         isinstance(link, dict) and link.get("relation") in ("next", "previous", "prev")
         for link in bundle.get("link") or []
     )
-    if paged or bundle["total"] != matches_before:
+    # A page that shows no entries (`_count=0`, nothing matched, everything withheld) keeps no total
+    # either: "0" beside a removed total told that withheld matches exist (red team).
+    if paged or matches_before == 0 or bundle["total"] != matches_before or _matches(bundle) == 0:
         del bundle["total"]
         # The `last` link's offset would tell the upstream's count just the same.
         links = bundle.get("link")

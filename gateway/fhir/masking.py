@@ -59,6 +59,25 @@ _TYPES_LOWER = {t.lower(): t for t in RESOURCE_TYPES}
 _ETAG = re.compile(r'^(W/)?"([^"]*)"$')
 
 
+#: Stored records whose content is free text about anyone (red team: a stored OperationOutcome's
+#: diagnostics and a Parameters' valueString named a patient): for research their texts are dropped.
+FREE_TEXT_RECORDS = frozenset({"OperationOutcome", "Parameters"})
+
+
+def _drop_free_text(resource: dict[str, Any]) -> None:
+    for issue in _list(resource.get("issue")):
+        if isinstance(issue, dict):
+            issue.pop("diagnostics", None)
+            issue.pop("details", None)
+    stack = list(_list(resource.get("parameter")))
+    while stack:
+        part = stack.pop()
+        if isinstance(part, dict):
+            for key in [k for k in part if k.startswith("value") and isinstance(part[k], str)]:
+                del part[key]
+            stack.extend(_list(part.get("part")))
+
+
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -97,6 +116,8 @@ class Masking:
             kept.update((k, meta[k]) for k in META_KEPT if k in meta)
             resource["meta"] = kept
         resource.pop("text", None)  # a narrative names the patient and repeats the ids
+        if rtype in FREE_TEXT_RECORDS:  # nothing but free text about someone: no structure is left
+            _drop_free_text(resource)
         self._walk(resource, resource)
 
     def _walk(self, node: Any, owner: dict[str, Any]) -> None:

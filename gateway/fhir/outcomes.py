@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.errors import GatewayError, error
+from gateway.errors import GatewayError, error, operation_outcome
 from gateway.fhir.resource_types import RESOURCE_TYPES
 
 NOT_AVAILABLE_RULE = "fhir.not-available"
@@ -49,6 +49,18 @@ def not_available() -> GatewayError:
         zh="没有该记录,或您在当前使用目的下无权查看;信息科可凭本请求编号在审计记录中查明原因",
         clause="I.4",
     )
+
+
+#: A batch/transaction entry answered "not available": the status and outcome of an unknown id.
+NOT_AVAILABLE_STATUS = "404 Not Found"
+
+
+def not_available_outcome() -> dict[str, Any]:
+    """The entry outcome of a record withheld or not there (no request id: it is the whole answer's)."""
+    outcome = operation_outcome(not_available(), "-")
+    for issue in outcome["issue"]:
+        issue["diagnostics"] = f"rule={NOT_AVAILABLE_RULE} clause=I.4"
+    return outcome
 
 
 def _named(text: str, said: str) -> bool:

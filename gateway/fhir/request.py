@@ -359,6 +359,17 @@ def _parse_entries(bundle: dict[str, Any]) -> list[FhirRequest]:
                 nested=True,
             )
             check_format(sub.params, "")
+            if sub.interaction.startswith(("search", "history")):
+                # The gateway builds search and history pages itself — filled with what the operator
+                # may see, `next` only for a further visible match (gateway/pages.py); a page nested
+                # in a batch answer would be the upstream's, its size telling that withheld matches
+                # exist (red team: an HIV oracle by `_count=1` inside a batch).
+                raise bad_request(
+                    "a search or history inside a batch or transaction is not served: send it as a "
+                    "request of its own (the gateway pages it)",
+                    "批处理或事务中不支持查询或历史记录请求:请单独发送该查询(由网关分页)",
+                    rules.SEARCH_IN_BATCH,
+                )
             if any(k.split(":")[0] == "_elements" for k in sub.params):
                 raise bad_request(
                     "_elements is not accepted inside a batch or transaction",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from gateway.fhir.resource_types import RESOURCE_TYPES
 
@@ -56,6 +57,7 @@ def reference_patient(ref: Any) -> str | None:
     value = ref.get("reference")
     if not isinstance(value, str):
         return None
+    value = unquote(value).strip()  # `Patient%2Fx`, ` Patient/x`: what a lenient server would read
     parts = [p for p in value.split("#", 1)[0].split("/") if p]
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
@@ -121,6 +123,10 @@ def _reference_patients(ref: dict[str, Any], ctx: Context, hops: int, patient_el
             return _about(target, Context(target, ctx.bundle, True), hops)
         if value.lower().startswith("urn:"):
             return {UNRESOLVED_PATIENT}  # a urn that names nothing in this Bundle: who is it?
+        if patient_element and not _other_record(value):
+            # `subject: " Patient/x"`, `"Patient%2Fx"`, `"Patient?identifier=…"`: a spelling the
+            # gateway does not read may still be one a server resolves (red team) — fail closed.
+            return {UNRESOLVED_PATIENT}
         return set()
     ident = ref.get("identifier")
     if isinstance(ident, dict):
@@ -132,6 +138,20 @@ def _reference_patients(ref: dict[str, Any], ctx: Context, hops: int, patient_el
     if patient_element and isinstance(ref.get("display"), str):
         return {UNRESOLVED_PATIENT}  # subject: {display: "张三"} names someone nobody can check
     return set()
+
+
+_OTHER_LITERAL = re.compile(
+    r"^(?:[a-z][a-z0-9+.-]*://[^?#\s]*/)?([a-z]+)/[a-z0-9\-.]{1,64}(?:/_history/[a-z0-9\-.]{1,64})?$", re.I
+)
+#: Types of literal references in a patient element that name no patient (an Appointment's
+#: `actor: Practitioner/x`): all but Patient, and Group (its members may be patients).
+_NOT_PATIENTS = frozenset(t.lower() for t in RESOURCE_TYPES) - {"patient", "group"}
+
+
+def _other_record(value: str) -> bool:
+    """A well-formed literal reference to a record of a type that is no patient."""
+    match = _OTHER_LITERAL.match(value)
+    return match is not None and match[1].lower() in _NOT_PATIENTS
 
 
 def _walk_refs(node: Any, found: set[str], patient_element: bool, ctx: Context, hops: int) -> None:
@@ -179,7 +199,15 @@ def resource_patients(resource: dict[str, Any], ctx: Context | None = None) -> s
     into the Bundle it is in; and, for a stored Bundle, every patient of every entry. What cannot be
     tied to a patient is :data:`UNRESOLVED_PATIENT`: a contained or embedded Patient, a reference by
     identifier or display only, a urn that names nothing here (only hospital-wide roles see those)."""
-    return _about(resource, ctx or Context(container=resource), MAX_HOPS)
+    found = _about(resource, ctx or Context(container=resource), MAX_HOPS)
+    if resource.get("resourceType") == "OperationOutcome" and any(
+        isinstance(i, dict) and (i.get("diagnostics") or (i.get("details") or {}).get("text"))
+        for i in _list(resource.get("issue"))
+    ):
+        # Judged only when stored (a record read or searched, see _walk): its text is free text
+        # about anyone, so whose it is cannot be told (red team: a patient's name and an HIV code).
+        found.add(UNRESOLVED_PATIENT)
+    return found
 
 
 def _codings(value: Any) -> list[dict[str, str]]:
@@ -218,51 +246,6 @@ def all_codings(resource: dict[str, Any]) -> list[dict[str, str]]:
 
     walk({k: v for k, v in resource.items() if k not in ("meta", "contained")})
     return [{"system": s, "code": c} for s, c in found]
-
-
-#: Resources whose purpose is to describe other resources, and the elements that say which: such a
-#: resource discloses what it is about, so it is judged with it (issue "nothing leaks", class 10).
-ABOUT_ELEMENTS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "Provenance": (("target",), ("entity", "what")),
-    "AuditEvent": (("entity", "what"),),
-    "List": (("entry", "item"),),
-    "Composition": (("section", "entry"), ("section", "section", "entry")),
-    "DocumentReference": (("context", "related"),),
-    "DocumentManifest": (("content",), ("related", "ref")),
-    "Linkage": (("item", "resource"),),
-    "Consent": (("provision", "data", "reference"),),
-    "DetectedIssue": (("implicated",),),
-    "Communication": (("about",),),
-    "CommunicationRequest": (("about",),),
-    "Task": (("focus",),),
-    "MeasureReport": (("evaluatedResource",),),
-    "ClinicalImpression": (("investigation", "item"), ("finding", "itemReference")),
-}
-_LITERAL = re.compile(
-    r"^(?:[a-z][a-z0-9+.-]*://[^?#]*/)?([a-z]+)/([a-z0-9\-.]{1,64})(?:/_history/[^/]+)?$", re.IGNORECASE
-)
-# The type of a literal reference in any letter case (`condition/x`), as the type it names.
-_TYPES = {t.lower(): t for t in RESOURCE_TYPES}
-
-
-def _at(node: Any, path: tuple[str, ...]) -> list[Any]:
-    if not path:
-        return node if isinstance(node, list) else [node]
-    items = node if isinstance(node, list) else [node]
-    return [v for item in items if isinstance(item, dict) for v in _at(item.get(path[0]), path[1:])]
-
-
-def about_references(resource: dict[str, Any]) -> list[str]:
-    """The records ("Type/id") a describing resource is about, patients aside (they are its own)."""
-    found: list[str] = []
-    for path in ABOUT_ELEMENTS.get(str(resource.get("resourceType")), ()):
-        for ref in _at(resource, path):
-            value = ref.get("reference") if isinstance(ref, dict) else None
-            match = _LITERAL.match(value) if isinstance(value, str) else None
-            rtype = _TYPES.get(match[1].lower()) if match else None
-            if match and rtype and rtype != "Patient" and f"{rtype}/{match[2]}" not in found:
-                found.append(f"{rtype}/{match[2]}")
-    return found
 
 
 @dataclass
@@ -314,18 +297,38 @@ class Slot:
         }
 
 
-def collect(body: Any) -> list[Slot]:
-    """Every resource in a response body, parents before their children."""
+def collect(body: Any, stored: bool = False) -> list[Slot]:
+    """Every resource in a response body, parents before their children. ``stored``: the body is a
+    record read by id (so even an OperationOutcome or Parameters is judged as one)."""
     slots: list[Slot] = []
     if isinstance(body, dict) and isinstance(body.get("resourceType"), str):
-        _walk(body, Slot(body, "root", ""), slots)
+        _walk(body, Slot(body, "root", ""), slots, stored)
     return slots
 
 
-def _walk(resource: dict[str, Any], slot: Slot, slots: list[Slot]) -> None:
+def _search_mode(entry: dict[str, Any] | None) -> Any:
+    search = (entry or {}).get("search")
+    return search.get("mode", "match") if isinstance(search, dict) else "match"
+
+
+def _stored(slot: Slot) -> bool:
+    """A record the server keeps (a match of a search or history page), not its own message."""
+    return (
+        slot.kind == "entry"
+        and response_bundle(slot.bundle)
+        and (slot.bundle or {}).get("type") in ("searchset", "history")
+        and _search_mode(slot.entry) != "outcome"
+    )
+
+
+def _walk(resource: dict[str, Any], slot: Slot, slots: list[Slot], stored: bool = False) -> None:
     rtype = resource.get("resourceType")
-    carrier = rtype == "Parameters" or (rtype == "Bundle" and response_bundle(resource))
-    if not carrier and rtype != "OperationOutcome":
+    # A stored OperationOutcome or Parameters is a record like any other (red team: a stored
+    # OperationOutcome's diagnostics named a patient and an HIV code); the server's own outcome of
+    # this request, or the Parameters an operation answers with, carries what is judged inside it.
+    stored = stored or _stored(slot)
+    carrier = (rtype == "Parameters" and not stored) or (rtype == "Bundle" and response_bundle(resource))
+    if not carrier and (rtype != "OperationOutcome" or stored):
         slots.append(slot)
     prefix = f"{slot.path}." if slot.path else ""
     contained = resource.get("contained")

@@ -24,7 +24,8 @@ import orjson
 from gateway import rules
 from gateway.context import RequestContext
 from gateway.decide import judge, request_decision
-from gateway.errors import GatewayError, Reason, error
+from gateway.errors import GatewayError, Reason, error, shown
+from gateway.fhir.outcomes import not_available
 from gateway.fhir.request import FhirRequest
 from gateway.fhir.resources import collect, resource_patients
 from gateway.hooks import Plugin
@@ -132,7 +133,11 @@ class WriteGuardPlugin(Plugin):
                 "GET", f"{target.resource_type}/{target.id}", "", None, b"", ctx.request_id
             )
             if resp.status in (404, 410):
-                continue  # nothing there yet (update-as-create) or already gone
+                # Nothing there (or deleted): answered as a record withheld is, or trying ids by
+                # PUT/PATCH/DELETE/$op would tell which exist (red team). So no update-as-create
+                # through the gateway: a new record is created by POST, its id the server's.
+                ctx.audit_extra["upstream_says"] = resp.status
+                raise not_available()
             if resp.status != 200 or not isinstance(resp.body, dict):
                 raise error(
                     status=502,
@@ -154,7 +159,8 @@ class WriteGuardPlugin(Plugin):
                 withheld = Reason(
                     rules.POLICY_WITHHELD, "the record is withheld by policy", "该记录依策略不予提供", "I.4"
                 )
-                raise GatewayError(403, "forbidden", refused or [withheld])
+                ctx.reasons = refused or [withheld]  # for the audit record; the client sees "not available"
+                raise not_available()
         if writes:
             await self._decide_effect(ctx, writes)
         replaced = [(t, body, etag) for t, body, etag in currents if t.interaction in WRITE_BY_ID]
@@ -202,7 +208,7 @@ class WriteGuardPlugin(Plugin):
         decision = await request_decision(self.gw, ctx, again)
         if not decision.allow:
             ctx.decision, ctx.reasons = "deny", decision.reasons
-            raise GatewayError(403, "forbidden", decision.reasons)
+            raise GatewayError(403, "forbidden", shown(decision.reasons))
 
     async def after_upstream(self, ctx: RequestContext, upstream: UpstreamResponse) -> None:
         """Who changed what (I.3, II.2): the version a write produced, beside the version it replaced."""

@@ -510,6 +510,45 @@ class Builder:
         out["entry"] = entries
         return out
 
+    def plain_document(self) -> dict[str, Any]:
+        """A document about V alone, by literal references, that the operator may read whole —
+        unless it holds a Provenance or List about a record on the server they may not see."""
+        w = self.world
+        self.n += 1
+        scope = Scope("document", self.n)
+        items: list[dict[str, Any]] = []
+        for _ in range(self.draw(st.integers(1, 3))):
+            rtype = self.draw(st.sampled_from(["Observation", "Condition", "Encounter", "Procedure"]))
+            record = {"resourceType": rtype, "id": self.new_id(False), **_required(rtype, {"text": "x"})}
+            subject = self.draw(st.sampled_from([w.visible.ref, f"{HOST}/{w.visible.ref}"]))
+            record[CLINICAL[rtype][0]] = {"reference": subject}
+            items.append(record)
+        if self.draw(st.booleans()):  # about records on the server: judged with them
+            items.append(self.describing(None))
+        composition: dict[str, Any] = {
+            "resourceType": "Composition",
+            "status": "final",
+            "type": {"text": "出院小结"},
+            "subject": {"reference": w.visible.ref},
+            "date": "2026-11-30",
+            "author": [{"reference": "Practitioner/dr-li"}],
+            "title": "discharge summary",
+            "section": [{"title": "all", "entry": []}],
+        }
+        entries = [{"fullUrl": scope.urn(), "resource": composition}]
+        for item in items:
+            entries.append({"fullUrl": scope.urn(), "resource": item})
+            composition["section"][0]["entry"].append({"reference": entries[-1]["fullUrl"]})
+        tainted = any(s in _text(entries) for s in w.secrets)  # a document is one unit
+        composition["id"] = self.new_id(tainted, "c")
+        return {
+            "resourceType": "Bundle",
+            "type": "document",
+            "id": self.new_id(tainted, "bundle"),
+            "timestamp": "2026-11-30T10:00:00Z",
+            "entry": entries,
+        }
+
     def _composition(self, scope: Scope, items: list[dict[str, Any]]) -> dict[str, Any]:
         w = self.world
         person = self.draw(st.sampled_from([w.visible, w.hidden]))
@@ -703,11 +742,11 @@ def documents(draw: st.DrawFn) -> tuple[World, dict[str, Any]]:
     builder = Builder(draw, world, unresolvable=world.care_bound)
     where = draw(st.sampled_from(["root", "searchset", "collection"]))
     if where == "root":
-        body = builder.bundle("document", 1)
+        body = builder.bundle("document", 1) if draw(st.booleans()) else builder.plain_document()
     else:
         body = builder.bundle(where, 0, top=False)
         for _ in range(draw(st.integers(1, 3))):
-            doc = builder.bundle("document", 0)
+            doc = builder.bundle("document", 0) if draw(st.booleans()) else builder.plain_document()
             body["entry"].insert(
                 draw(st.integers(0, len(body["entry"]))),
                 _entry_of(where, {"fullUrl": f"{HOST}/Bundle/{doc['id']}", "resource": doc}),
@@ -814,10 +853,18 @@ queries = st.lists(
 
 
 @st.composite
-def request_bodies(draw: st.DrawFn) -> Any:
+def requests(draw: st.DrawFn) -> tuple[str, str, list[tuple[str, str]], Any]:
+    """(method, path, query, body): anything, or a batch or transaction posted to the base."""
+    if draw(st.booleans()):
+        return draw(methods), draw(paths), draw(queries), draw(request_bodies())
+    return "POST", "", [], draw(request_bodies(bundle=True))
+
+
+@st.composite
+def request_bodies(draw: st.DrawFn, bundle: bool = False) -> Any:
     """What a client may send: arbitrary JSON, a resource, a JSON Patch, or a batch/transaction
     whose entries are drawn from the same paths, methods and queries."""
-    kind = draw(st.sampled_from(["json", "resource", "patch", "bundle", "none"]))
+    kind = "bundle" if bundle else draw(st.sampled_from(["json", "resource", "patch", "bundle", "none"]))
     if kind == "none":
         return None
     if kind == "json":
@@ -843,12 +890,12 @@ def request_bodies(draw: st.DrawFn) -> Any:
         {"request": st.fixed_dictionaries({"method": methods, "url": st.builds(_url, paths, queries)})},
         optional={"resource": json_values, "fullUrl": st.sampled_from(TOKENS)},
     )
-    bundle = {
+    posted = {
         "resourceType": "Bundle",
         "type": draw(st.sampled_from(["batch", "transaction", "collection"])),
-        "entry": draw(st.lists(entry, max_size=3)),
+        "entry": draw(st.lists(st.one_of(entry, json_values, mangled(entry)), min_size=1, max_size=3)),
     }
-    return draw(mangled(st.just(bundle))) if draw(st.booleans()) else bundle
+    return draw(mangled(st.just(posted))) if draw(st.booleans()) else posted
 
 
 def _url(path: str, query: list[tuple[str, str]]) -> str:

@@ -73,11 +73,11 @@ labels := {l | some e in entries; l := e.security[_]} | {l | some e in entries; 
 # Each distinct system of the response put in canonical form once, then each distinct coding, and
 # label or tag, graded once (one call each for the whole response). Most codings are of systems
 # not listed (categories, statuses, units, medications): they cost one lookup.
-system_names := data.emr.grading.system_names({x.system | some x in (codings | labels)})
+system_aliases := data.emr.grading.system_names({x.system | some x in (codings | labels)})
 
-coding_grade := data.emr.grading.coding_grades(codings, system_names)
+coding_grade := data.emr.grading.coding_grades(codings, system_aliases)
 
-label_grade := data.emr.grading.label_grades(labels, system_names)
+label_grade := data.emr.grading.label_grades(labels, system_aliases)
 
 # Per distinct patient list: the grade the patients' flags impose (VIP, staff), and the active
 # roles that reach every patient in it, none sealed to the operator (emr.care, emr.seal).

@@ -84,7 +84,7 @@ test_withheld_reasons_name_nothing_unsent if {
 	d := response.decision with input as f.resp("nurse-zhao", "TREAT", entries)
 	f.kept(d) == [false, false]
 	[[r.rule, r.detail] | some r in d.verdicts[0].reasons] == [
-		["seal.sealed", {"patients": ["Patient/sealed"], "cases": ["舆情-2026-031"]}],
+		["seal.sealed", {"patients": ["Patient/sealed"], "cases": ["舆情-2026-031"], "discreet": true}],
 		["care.no-relationship", {"patients": ["Patient/p2", "Patient/p3"], "no_context": [], "rotation_departments": []}],
 		["care.no-relationship", {"patients": [], "no_context": ["Patient/nobody"], "rotation_departments": []}],
 	]

@@ -39,6 +39,7 @@ max_cap := max({0} | {c | some _, c in cap})
 scoped_kind[r] := k if {
 	some r in active
 	k := data.emr.config.grants.scoped_roles[r]
+	is_string(k)
 }
 
 all_scoped if {
@@ -60,15 +61,33 @@ type_in(list, t) if {
 	not t in cfg.explicit_only_types
 }
 
-reads_type(r, t) if {
-	not scoped_kind[r]
-	type_in(cfg.roles[r].read, t)
+# Per active role, once per query, what it reads in lookup form (type_in without a function call
+# per type): "star" if it reads "*"; "set" the types it names, or with "*" the explicit-only types
+# it does not name; a type is read iff (it is in "set") != "star" (bound to a name first: opa fmt
+# drops the parentheses, and `t in s.set != s.star` reads `t in (s.set != s.star)`). "kind": the
+# grant kind that must also cover the type ("" for a role not scoped by grants).
+readable[r] := {"star": star, "set": set, "kind": object.get(scoped_kind, r, "")} if {
+	some r in active
+	read := {x | some x in cfg.roles[r].read}
+	star := "*" in read
+	set := {true: {x | some x in cfg.explicit_only_types} - read, false: read}[star]
 }
 
 reads_type(r, t) if {
-	k := scoped_kind[r]
-	type_in(cfg.roles[r].read, t)
-	data.emr.grants.covers_type(k, t)
+	s := readable[r]
+	s.kind == ""
+	t != ""
+	named := t in s.set
+	named != s.star
+}
+
+reads_type(r, t) if {
+	s := readable[r]
+	s.kind != ""
+	t != ""
+	named := t in s.set
+	named != s.star
+	data.emr.grants.covers_type(s.kind, t)
 }
 
 reads_any(r) if count(cfg.roles[r].read) > 0

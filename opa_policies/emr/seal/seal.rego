@@ -42,7 +42,9 @@ reason(where, where_zh, ps) := data.emr.lib.reason_with_detail(
 	"seal.sealed", "I.4",
 	sprintf("%sthe records of the patient(s) concerned are sealed: only the personnel the seal names may use them; ask the medical affairs office", [where]),
 	sprintf("%s所涉患者的病历已封存:仅封存授权人员可访问;如确需使用请联系医务部门", [where_zh]),
-	{"patients": sort(ps), "cases": cases(ps)},
+	# discreet: shown only when it is the sole reason (gateway/errors.py shown): beside another
+	# refusal it would tell anyone that the patient is under seal.
+	{"patients": sort(ps), "cases": cases(ps), "discreet": true},
 )
 
 denied_alert(ps) := data.emr.lib.alert(

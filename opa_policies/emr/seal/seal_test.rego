@@ -38,7 +38,7 @@ test_sealed_refused_in_batch_entries if {
 	startswith(r.en, "Bundle.entry[1]: ")
 	not contains(r.en, "舆情-2026-031") # the case and the patient are in detail (audit only)
 	not contains(r.zh, "Patient/sealed")
-	r.detail == {"patients": ["Patient/sealed"], "cases": ["舆情-2026-031"]}
+	r.detail == {"patients": ["Patient/sealed"], "cases": ["舆情-2026-031"], "discreet": true}
 }
 
 # Unbound roles are refused too (records officer not named by the seal).

@@ -346,7 +346,13 @@ def response_inputs() -> list[dict[str, Any]]:
         base(
             ["physician"],
             "TREAT",
-            entries=[None, {"type": "Patient"}, dict(ENTRIES[0], patients="Patient/p1")],
+            entries=[
+                None,
+                {"type": "Patient"},
+                dict(ENTRIES[0], patients="Patient/p1"),
+                # fields that are not arrays: no coding of theirs graded, no evaluation error
+                dict(ENTRIES[0], codes="B20", security={"x": {"system": CONF, "code": "V"}}, tags=7),
+            ],
         )
     )
     out.append(base(["physician"], "TREAT", entries=ENTRIES[:3], patients={"Patient/p1": {"flags": None}}))
