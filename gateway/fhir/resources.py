@@ -120,7 +120,7 @@ def _reference_patients(ref: dict[str, Any], ctx: Context, hops: int, patient_el
             return {patient}
         target = ctx.entry(value)  # urn:uuid: (or any fullUrl) of another entry of the Bundle
         if target is not None:
-            return _about(target, Context(target, ctx.bundle, True), hops)
+            return _about(target, Context(target, ctx.bundle, True), hops) | _embedded_id(target)
         if value.lower().startswith("urn:"):
             return {UNRESOLVED_PATIENT}  # a urn that names nothing in this Bundle: who is it?
         if patient_element and not _other_record(value):
@@ -184,11 +184,28 @@ def _about(resource: dict[str, Any], ctx: Context, hops: int) -> set[str]:
             child = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(child, dict):
                 found |= _about(child, Context(child, resource, True), hops - 1)
+                found |= _embedded_id(child)
     skip = OWN_KEYS | ({"entry"} if resource.get("resourceType") == "Bundle" else set())
     for key, value in resource.items():
         if key not in skip:
             _walk_refs(value, found, key in PATIENT_ELEMENTS, ctx, hops - 1)
     return found
+
+
+def _embedded_id(resource: dict[str, Any]) -> set[str]:
+    """A Patient embedded in a stored Bundle is a person the gateway cannot vouch for (the
+    unresolved patient) — and, when it carries a valid id, possibly that patient too: both count,
+    so the stricter answer wins (property tests: a sealed patient's copy in a collection was
+    released to a hospital-wide role)."""
+    rid = resource.get("id")
+    if (
+        resource.get("resourceType") == "Patient"
+        and isinstance(rid, str)
+        and _ID.match(rid)
+        and rid not in (".", "..")
+    ):
+        return {f"Patient/{rid}"}
+    return set()
 
 
 def resource_patients(resource: dict[str, Any], ctx: Context | None = None) -> set[str]:
@@ -273,7 +290,8 @@ class Slot:
         if self.kind == "contained":
             return resource_patients(self.resource, Context(self.parent, self.bundle, True))
         embedded = self.bundle is not None and not response_bundle(self.bundle)
-        return resource_patients(self.resource, Context(self.resource, self.bundle, embedded))
+        found = resource_patients(self.resource, Context(self.resource, self.bundle, embedded))
+        return found | _embedded_id(self.resource) if embedded else found
 
     def summary(self) -> dict[str, Any]:
         r = self.resource

@@ -47,7 +47,8 @@ async def test_a_stored_document_is_nobodys_a_care_bound_clinician_may_read(
     # unresolved patient so that it can be found.
     status, body, record = await get(client, f"/fhir/Bundle/{doc['id']}", idp.token("records_officer"))
     assert status == 200 and leaked(body)
-    assert record["patients_disclosed"] == ["Patient/unresolved-reference"]
+    # ... and under the patient its embedded copy names (an id the gateway cannot vouch for: both).
+    assert set(record["patients_disclosed"]) >= {"Patient/unresolved-reference"}
 
 
 @pytest.mark.parametrize(

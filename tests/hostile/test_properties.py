@@ -433,7 +433,7 @@ def test_a_document_is_released_whole_or_withheld_whole(scenario: tuple[gen.Worl
 # Fixed in gateway/fhir/filter.py while this was written: a page whose matches were all withheld
 # said `total: 0` (test_a_page_whose_matches_are_all_withheld_is_a_page_that_matched_nothing).
 # Open (xfail, strict: each test passes once its bug is fixed, and the mark must then go):
-#   ABOUT_LOCAL_BUG, EMBEDDED_PATIENT_BUG, PARAMETERS_VALUE_BUG (below; HISTORY_DELETE_BUG is fixed) and
+#   ABOUT_LOCAL_BUG, PARAMETERS_VALUE_BUG (below; HISTORY_DELETE_BUG and EMBEDDED_PATIENT_BUG are fixed) and
 #   the filter's crashes (test_the_filter_never_crashes).
 
 V, P = PEOPLE
@@ -541,16 +541,13 @@ def test_a_record_about_a_withheld_record_is_withheld_however_it_points(how: str
 
 
 EMBEDDED_PATIENT_BUG = (
-    "bug (issue 13, gateway/fhir/resources.py _about): a Patient embedded in a stored Bundle "
-    "(collection, document) is judged only as the unresolved patient, even with a server id: a "
-    "hospital-wide role (records officer, HOPERAT) gets a sealed patient's Patient inside a stored "
-    "collection (fix: add Patient/<id> beside the unresolved patient for an embedded, not contained, "
-    "Patient; tests/gateway/fhir/test_attribution.py and tests/hostile/test_attribution.py expect only "
-    "the unresolved patient and must change with it)"
+    "fixed (issue 13, gateway/fhir/resources.py _embedded_id): a Patient embedded in a stored Bundle "
+    "(collection, document) was judged only as the unresolved patient, even with a server id: a "
+    "hospital-wide role (records officer, HOPERAT) got a sealed patient's Patient inside a stored "
+    "collection; now Patient/<id> counts beside the unresolved patient"
 )
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=EMBEDDED_PATIENT_BUG)
 @bounded(10)
 @example("collection", "records_officer", "HOPERAT")
 @given(st.sampled_from(["collection", "document"]), *map(st.just, ("records_officer", "HOPERAT")))
