@@ -19,7 +19,7 @@ import structlog
 from gateway import rules
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, Reason, error
-from gateway.fhir.about import about_references
+from gateway.fhir.about import about_references, local_about_references
 from gateway.fhir.resources import UNRESOLVED_PATIENT, Slot
 from gateway.policy import PolicyError, RequestDecision, ResponseDecision, Verdict
 from gateway.policy.cache import (
@@ -122,8 +122,9 @@ async def _about(
     """The records the response's describing resources are about, and which slot needs which."""
     wanted = {i: about_references(s.resource) for i, s in enumerate(slots)}
     wanted = {i: refs for i, refs in wanted.items() if refs}
+    local = _local_targets(slots)
     if not wanted:
-        return [], {}
+        return [], local
     here = {
         f"{s.resource.get('resourceType')}/{s.resource.get('id')}": i
         for i, s in enumerate(slots)
@@ -145,7 +146,36 @@ async def _about(
                 slots[i].about |= judged[j].patients()
         if any(r in missing[MAX_ABOUT:] for r in refs):
             slots[i].about.add(UNRESOLVED_PATIENT)  # too many to read: who it is about is unknown
+    for i, needed in local.items():
+        depends[i] = depends.get(i, []) + needed
     return targets, depends
+
+
+def _local_targets(slots: list[Slot]) -> dict[int, list[int]]:
+    """Which slots a describing resource needs that are in this very answer (`#id`, `urn:`)."""
+    out: dict[int, list[int]] = {}
+    for i, slot in enumerate(slots):
+        refs = local_about_references(slot.resource)
+        if not refs:
+            continue
+        needed = []
+        for ref in refs:
+            for j, other in enumerate(slots):
+                if j == i:
+                    continue
+                if ref.startswith("#") and other.kind == "contained" and other.parent is slot.resource:
+                    hit = other.resource.get("id") == ref[1:]
+                else:
+                    hit = (
+                        other.bundle is not None
+                        and other.bundle is slot.bundle
+                        and (other.entry or {}).get("fullUrl") == ref
+                    )
+                if hit:
+                    needed.append(j)
+        if needed:
+            out[i] = needed
+    return out
 
 
 async def _read_upstream(gw: Gateway, ctx: RequestContext, refs: list[str]) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.fhir.resource_types import RESOURCE_TYPES
 
-__all__ = ["ABOUT_ELEMENTS", "about_references"]
+__all__ = ["ABOUT_ELEMENTS", "about_references", "local_about_references"]
 
 #: Resources whose purpose is to describe other resources, and the elements that say which: such a
 #: resource discloses what it is about, so it is judged with it (issue "nothing leaks", class 10).
@@ -71,4 +71,18 @@ def about_references(resource: dict[str, Any]) -> list[str]:
             rtype = _TYPES.get(match[1].lower()) if match else None
             if match and rtype and rtype != "Patient" and f"{rtype}/{match[2]}" not in found:
                 found.append(f"{rtype}/{match[2]}")
+    return found
+
+
+def local_about_references(resource: dict[str, Any]) -> list[str]:
+    """The records it describes that sit in the same answer: `#id` (contained) and `urn:…`
+    (another entry of its Bundle) — judged with it too (property tests: a Provenance about a
+    withheld `urn:uuid:` entry was released)."""
+    found: list[str] = []
+    for path in ABOUT_ELEMENTS.get(str(resource.get("resourceType")), ()):
+        for ref in _at(resource, path):
+            value = ref.get("reference") if isinstance(ref, dict) else None
+            if isinstance(value, str) and (value.startswith("#") or value.lower().startswith("urn:")):
+                if value not in found:
+                    found.append(value)
     return found

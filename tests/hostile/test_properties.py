@@ -433,7 +433,7 @@ def test_a_document_is_released_whole_or_withheld_whole(scenario: tuple[gen.Worl
 # Fixed in gateway/fhir/filter.py while this was written: a page whose matches were all withheld
 # said `total: 0` (test_a_page_whose_matches_are_all_withheld_is_a_page_that_matched_nothing).
 # Open (xfail, strict: each test passes once its bug is fixed, and the mark must then go):
-#   ABOUT_LOCAL_BUG, PARAMETERS_VALUE_BUG (below; HISTORY_DELETE_BUG and EMBEDDED_PATIENT_BUG are fixed) and
+#   PARAMETERS_VALUE_BUG (below; ABOUT_LOCAL_BUG, HISTORY_DELETE_BUG and EMBEDDED_PATIENT_BUG are fixed) and
 #   the filter's crashes (test_the_filter_never_crashes).
 
 V, P = PEOPLE
@@ -505,13 +505,12 @@ def test_a_describing_resource_naming_its_record_in_another_case_is_judged_with_
 
 GRADE_5 = {"coding": [{"system": gen.ICD, "code": "B20"}]}
 ABOUT_LOCAL_BUG = (
-    "bug (issue 13 class 10, gateway/decide.py _about): a describing resource (Provenance, List, ...) "
-    "whose record is reached by urn:uuid or `#id` is not judged with it: the record is withheld "
-    "(here by grade) and the Provenance about it released; only literal Type/id targets are judged"
+    "fixed (issue 13 class 10, gateway/decide.py _local_targets): a describing resource (Provenance, "
+    "List, ...) whose record is reached by urn:uuid or `#id` was not judged with it: the record was "
+    "withheld (here by grade) and the Provenance about it released"
 )
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ABOUT_LOCAL_BUG)
 @bounded(10)
 @example("urn")
 @example("contained")
