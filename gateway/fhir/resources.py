@@ -193,10 +193,8 @@ def _about(resource: dict[str, Any], ctx: Context, hops: int) -> set[str]:
 
 
 def _embedded_id(resource: dict[str, Any]) -> set[str]:
-    """A Patient embedded in a stored Bundle is a person the gateway cannot vouch for (the
-    unresolved patient) — and, when it carries a valid id, possibly that patient too: both count,
-    so the stricter answer wins (property tests: a sealed patient's copy in a collection was
-    released to a hospital-wide role)."""
+    """A Patient embedded in a stored Bundle: unresolved, and — with a valid id — maybe that patient
+    too; both count (a sealed patient's copy in a collection reached a hospital-wide role)."""
     rid = resource.get("id")
     if (
         resource.get("resourceType") == "Patient"

@@ -9,6 +9,7 @@ gateway has seen a further visible match; the audit names only what was released
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -48,6 +49,13 @@ async def page(client: Any, path: str, token: str) -> dict[str, Any]:
     return body
 
 
+def names(body: object, rid: str) -> bool:
+    """Whether an id appears as a whole token (HAPI's ids are short numbers a watermark's hex may hold)."""
+    return (
+        re.search(r"(?<![0-9A-Za-z\-])" + re.escape(rid) + r"(?![0-9A-Za-z\-])", json.dumps(body)) is not None
+    )
+
+
 def rel(link: str) -> str:
     return "/fhir" + link.split("/fhir", 1)[1]
 
@@ -73,14 +81,14 @@ async def test_a_withheld_match_does_not_change_the_shape_of_the_page(
             body = await page(
                 client, f"/fhir/Condition?patient={patient}&recorded-date={day}&_count=1{extra}", nurse
             )
-            assert hidden["id"] not in json.dumps(body)
+            assert not names(body, hidden["id"])
             shapes.append(shape(body))
         assert shapes[0] == shapes[1], (extra, shapes)
         assert shapes[0]["entries"] == 1 and "next" not in shapes[0]["links"], (extra, shapes)
     # The record of the page names what was released, and the read-ahead HIV record is not in it.
     record = read_audit(client.settings)[-2]
     assert seen["id"] in json.dumps(record["resources_disclosed"])
-    assert hidden["id"] not in json.dumps(record["resources_disclosed"])
+    assert not names(record["resources_disclosed"], hidden["id"])
 
 
 async def test_next_appears_only_for_a_further_visible_match_and_pages_continue_where_they_stopped(
@@ -98,12 +106,12 @@ async def test_next_appears_only_for_a_further_visible_match_and_pages_continue_
     links = {link["relation"]: link["url"] for link in body["link"]}
     assert [e["resource"]["id"] for e in body["entry"]] == [first["id"]] and "next" in links
     released = read_audit(client.settings)[-1]["resources_disclosed"]
-    assert second["id"] not in json.dumps(released), "read ahead, not released"
+    assert not names(released, second["id"]), "read ahead, not released"
     body = await page(client, rel(links["next"]), nurse)
     ids = [e["resource"]["id"] for e in body.get("entry") or []]
     assert ids == [second["id"]], ids
     assert "next" not in {link["relation"] for link in body["link"]}
-    assert not any(h["id"] in json.dumps(body) for h in hidden)
+    assert not any(names(body, h["id"]) for h in hidden)
     # A physician of the department sees all four, one per page, and the last page has no `next`.
     doctor = idp.token("physician", sub="dr-paging", dept="cardiology")
     path, seen = f"/fhir/Condition?patient={patient}&recorded-date={day}&_count=1&_sort=_lastUpdated", []
@@ -135,7 +143,7 @@ async def test_the_look_ahead_is_bounded_and_says_so(
     body = await page(
         client, f"/fhir/Condition?patient={patient}&recorded-date={day}&_count=1&_sort=_lastUpdated", nurse
     )
-    assert late["id"] not in json.dumps(body)
+    assert not names(body, late["id"])
     assert "next" not in {link["relation"] for link in body["link"]}
     outcomes = [e for e in body.get("entry") or [] if (e.get("search") or {}).get("mode") == "outcome"]
     assert outcomes and "emr.paging.lookahead" in json.dumps(outcomes)
