@@ -28,10 +28,14 @@ async def readyz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     checks = await gw.readiness()
     ok = all(checks.values())
-    return web.json_response(
-        {"status": "ready" if ok else "not ready", "checks": checks, **gw.store.health()},
-        status=200 if ok else 503,
-    )
+    body: dict[str, object] = {
+        "status": "ready" if ok else "not ready",
+        "checks": checks,
+        **gw.store.health(),
+    }
+    if gw.audit.checkpointer is not None and gw.audit.checkpointer.failing:
+        body["audit_checkpoints"] = f"cannot write the checkpoint file: {gw.audit.checkpointer.failing}"
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

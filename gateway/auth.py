@@ -319,6 +319,14 @@ class TokenVerifier:
             raise unauthorized(
                 rules.AUTH_INVALID_TOKEN, f"the token is not valid ({type(exc).__name__})", "令牌无效"
             ) from None
+        for name in ("exp", "nbf", "iat"):  # NumericDate is a JSON number (RFC 7519 §2), not "1767…"
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise unauthorized(
+                    rules.AUTH_INVALID_TOKEN,
+                    f"the token's '{name}' is not a number",
+                    "令牌的时间声明不是数字",
+                )
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise unauthorized(

@@ -44,8 +44,14 @@ MAX_PAGE_SIZE = 1000
 PAGED_INTERACTIONS = frozenset(
     {"search-type", "search-system", "history-type", "history-instance", "history-system", "operation"}
 )
-#: Of those, the ones whose upstream page size the gateway sets (``_count``).
-COUNTED_INTERACTIONS = frozenset({"search-type", "search-system"})
+#: Of those, the ones whose upstream page size the gateway sets (``_count``): `$everything` and
+#: histories too — with the client's `_count=1` a few withheld records used up the look-ahead, and
+#: its "stopped looking" outcome told they exist (red team).
+COUNTED_INTERACTIONS = frozenset(
+    {"search-type", "search-system", "history-type", "history-instance", "history-system"}
+)
+#: Operations that answer with pages the gateway sizes as a search's.
+COUNTED_OPERATIONS = frozenset({"$everything"})
 #: A not-released entry: judged visible, but read ahead (or skipped) and not part of this page.
 NOT_THIS_PAGE: Verdict = {"keep": False, "reasons": []}
 
@@ -124,6 +130,34 @@ def _top_entry_slots(slots: list[Slot], body: dict[str, Any]) -> list[int]:
     )
 
 
+def _literal(resource: dict[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def _references(node: Any, found: set[str]) -> set[str]:
+    """Every literal reference in a resource, as "Type/id" (absolute and versioned ones too)."""
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str):
+            parts = [p for p in ref.split("/_history/", 1)[0].split("/") if p]
+            if len(parts) >= 2:
+                found.add(f"{parts[-2]}/{parts[-1]}")
+        for value in node.values():
+            _references(value, found)
+    elif isinstance(node, list):
+        for item in node:
+            _references(item, found)
+    return found
+
+
+def _linked(include: Slot, matches: list[Slot]) -> bool:
+    mine = _literal(include.resource)
+    if any(mine in _references(m.resource, set()) for m in matches):
+        return True
+    theirs = _references(include.resource, set())
+    return any(_literal(m.resource) in theirs for m in matches)
+
+
 def next_link(body: dict[str, Any], upstream_base: str) -> str | None:
     """The upstream's `next` link, relative to its base; None if none, or one the gateway cannot follow."""
     for link in body.get("link") or []:
@@ -172,8 +206,21 @@ async def assemble(
         cut = visible[need] if len(visible) > need else None  # ordinal of the first match not released
         released_here = min(len(visible), need)
         held_back = {i for n, i in enumerate(matches) if cut is not None and n >= cut}
-        if released_here == 0:  # includes of withheld or read-ahead matches only: not this page's
-            held_back |= {i for i in own if not _is_match(slots[i].entry)}
+        released_matches = [
+            i for n, i in enumerate(matches) if verdicts[i].get("keep", False) and (cut is None or n < cut)
+        ]
+        # An include comes only with a released match it is linked to (either way: `_include`
+        # follows the match's reference, `_revinclude` the include's): one pulled in by a withheld
+        # or read-ahead match would tell that match exists (red team, HAPI).
+        kept = [slots[j] for j in released_matches]
+        pending = [i for i in own if not _is_match(slots[i].entry)]
+        while True:  # `:iterate` includes hang off other includes: until nothing more links
+            linked = [i for i in pending if _linked(slots[i], kept)]
+            if not linked:
+                break
+            kept += [slots[i] for i in linked]
+            pending = [i for i in pending if i not in linked]
+        held_back |= set(pending)
         nested = {
             j
             for j, s in enumerate(slots)

@@ -39,6 +39,7 @@ UPSTREAM_PAGE_PARAMS = (*RAW_PAGING_PARAMS, "_offset")
 PAGED_BUNDLES = frozenset({"searchset", "history"})
 NESTED_RESPONSES = frozenset({"batch-response", "transaction-response"})
 NONCE_BYTES = 12
+PAD_BYTES = 256
 #: v2: encrypted (v1 was signed only, and its upstream link named real ids to a researcher).
 KEY_LABEL = b"emrguard-paging-v2"
 
@@ -99,6 +100,9 @@ class Pager:
                 "k": cursor.skip,
             }
         )
+        # Padded to a fixed step: AES-GCM keeps the length, and the skip (how many matches of the
+        # upstream page were passed, withheld ones too) changed it by a character (red team).
+        payload += b" " * (-len(payload) % PAD_BYTES)
         nonce = os.urandom(NONCE_BYTES)
         return f"{_b64(nonce)}.{_b64(self._aead.encrypt(nonce, payload, KEY_LABEL))}"
 

@@ -33,6 +33,7 @@ from gateway.fhir.subset import apply_subset
 from gateway.fhir.validate import validate_write
 from gateway.pages import (
     COUNTED_INTERACTIONS,
+    COUNTED_OPERATIONS,
     DEFAULT_PAGE_SIZE,
     PAGED_INTERACTIONS,
     Position,
@@ -110,7 +111,8 @@ async def fhir_request(request: web.Request, ctx: RequestContext) -> Reply:
     paged = ctx.fhir.interaction in PAGED_INTERACTIONS and ctx.method in ("GET", "POST") and target != 0
     count = (
         upstream_count(target or DEFAULT_PAGE_SIZE)
-        if paged and ctx.fhir.interaction in COUNTED_INTERACTIONS
+        if paged
+        and (ctx.fhir.interaction in COUNTED_INTERACTIONS or ctx.fhir.operation in COUNTED_OPERATIONS)
         else None
     )
     t0 = time.perf_counter()

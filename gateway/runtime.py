@@ -123,6 +123,8 @@ class Gateway:
             "store": await self.store.ready(),
             "policy_engine": await self.engine.ready(),
             "operator_keys": await self.verifier.keys.ready(),
+            # Signed checkpoints (II.2): without them the newest records could go unnoticed.
+            "audit_checkpoints": not (self.audit.checkpointer and self.audit.checkpointer.failing),
         }
 
 

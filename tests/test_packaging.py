@@ -84,7 +84,13 @@ def test_serve_from_any_folder_uses_the_packaged_policies(tmp_path: Path) -> Non
             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
         except urllib.error.HTTPError as err:  # 503: the upstream is not there
             checks = json.loads(err.read())["checks"]
-        assert checks == {"upstream": False, "store": True, "policy_engine": True, "operator_keys": True}
+        assert checks == {
+            "upstream": False,
+            "store": True,
+            "policy_engine": True,
+            "operator_keys": True,
+            "audit_checkpoints": True,
+        }
         assert (tmp_path / "var/emrguard.sqlite").exists()
     finally:
         proc.terminate()

@@ -298,6 +298,16 @@ def verify(
         last_seq = max(last_seq, db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0])
     finally:
         db.close()
+    if checkpoint_file is not None and last_seq > 0 and not anchors.by_seq and anchors.anchored == 0:
+        # Named, but gone or emptied: the evidence against a deleted tail was itself removed (fault
+        # review) — a failure, not the "not configured" of a trail run deliberately without them.
+        what = "does not exist" if not anchors.present else "holds no checkpoint"
+        result.fail(
+            None,
+            f"the checkpoint file {checkpoint_file} {what}, but the trail has {last_seq} record(s): "
+            "it was deleted or emptied (the log stream's audit_checkpoint lines hold copies)",
+        )
+        return result
     if not anchors.present:
         result.warnings.append("no checkpoints: deleting the newest records would not be detected")
         return result

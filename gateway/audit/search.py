@@ -46,7 +46,10 @@ def audit_time(value: str, key: str = "from") -> str:
         raise TimeError(key, value) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat(timespec="milliseconds")
+    try:
+        return parsed.astimezone(UTC).isoformat(timespec="milliseconds")
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it: the ends of time (fault review)
+        return "0001-01-01T00:00:00.000+00:00" if parsed.year < 5000 else "9999-12-31T23:59:59.999+00:00"
 
 
 @dataclass

@@ -15,7 +15,7 @@ from gateway.errors import Reason
 from gateway.fhir.outcomes import NOT_AVAILABLE_STATUS, not_available_outcome
 from gateway.fhir.pseudonyms import Pseudonymiser
 from gateway.fhir.resources import Slot, mark_redacted, remove_path
-from gateway.fhir.transforms import apply_transforms, mask_required
+from gateway.fhir.transforms import apply_transforms, drop_record_displays, mask_required
 from gateway.policy.decisions import Verdict
 
 RESPONSE_BUNDLES = frozenset({"batch-response", "transaction-response"})
@@ -78,6 +78,7 @@ def apply_verdicts(
                 assert slot.container is not None
                 removals.setdefault(id(slot.container), (slot.container, set()))[1].add(slot.index)
             continue
+        drop_record_displays(slot.resource)
         if _minimise(
             slot,
             verdict,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from gateway.fhir.codings import _codings, all_codings
 from gateway.fhir.resource_types import RESOURCE_TYPES
 
 # Elements that point at the patient a resource is about (Patient compartment, most used ones):
@@ -68,6 +69,17 @@ def reference_patient(ref: Any) -> str | None:
     return None
 
 
+#: Records that are always about a person: with no patient the gateway can name (no subject, an
+#: attachment's text naming them), whose they are cannot be told — the unresolved patient.
+PERSON_RECORDS = frozenset(
+    {
+        "AllergyIntolerance", "CarePlan", "ClinicalImpression", "Composition", "Condition",
+        "DiagnosticReport", "DocumentManifest", "DocumentReference", "Encounter", "EpisodeOfCare",
+        "FamilyMemberHistory", "ImagingStudy", "Immunization", "Media", "MedicationAdministration",
+        "MedicationDispense", "MedicationRequest", "MedicationStatement", "Observation", "Procedure",
+        "QuestionnaireResponse", "RiskAssessment", "ServiceRequest", "Specimen",
+    }
+)  # fmt: skip
 #: The identifier system of the hospital's staff (operators): a reference by it names a person who
 #: works here, not a patient.
 OPERATOR_SYSTEM = "https://emrguard.example/fhir/sid/operator"
@@ -215,6 +227,8 @@ def resource_patients(resource: dict[str, Any], ctx: Context | None = None) -> s
     tied to a patient is :data:`UNRESOLVED_PATIENT`: a contained or embedded Patient, a reference by
     identifier or display only, a urn that names nothing here (only hospital-wide roles see those)."""
     found = _about(resource, ctx or Context(container=resource), MAX_HOPS)
+    if not found and resource.get("resourceType") in PERSON_RECORDS:
+        found.add(UNRESOLVED_PATIENT)  # a clinical record about no one it names (red team: a note)
     if resource.get("resourceType") == "OperationOutcome" and any(
         isinstance(i, dict) and (i.get("diagnostics") or (i.get("details") or {}).get("text"))
         for i in _list(resource.get("issue"))
@@ -223,44 +237,6 @@ def resource_patients(resource: dict[str, Any], ctx: Context | None = None) -> s
         # about anyone, so whose it is cannot be told (red team: a patient's name and an HIV code).
         found.add(UNRESOLVED_PATIENT)
     return found
-
-
-def _codings(value: Any) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    for item in value if isinstance(value, list) else [value]:
-        if not isinstance(item, dict):
-            continue
-        codings = item.get("coding") if "coding" in item else [item]
-        for c in codings if isinstance(codings, list) else [codings]:
-            if isinstance(c, dict) and isinstance(c.get("code"), str):
-                out.append({"system": str(c.get("system", "")), "code": c["code"]})
-    return out
-
-
-def all_codings(resource: dict[str, Any]) -> list[dict[str, str]]:
-    """Every Coding anywhere in a resource (not its meta, not contained resources): a diagnosis can
-    sit in code, conclusionCode, evidence.code, component.code, diagnosis.diagnosisCodeableConcept ...
-    and the grade must see it wherever it is (security review #4)."""
-    found: dict[tuple[str, str], None] = {}
-
-    def walk(node: Any, in_coding: bool = False) -> None:
-        if isinstance(node, dict):
-            # A Quantity (value + unit code) is a measurement, not a classification: not graded.
-            if (
-                isinstance(node.get("code"), str)
-                and (in_coding or isinstance(node.get("system"), str))
-                and "value" not in node
-            ):
-                found[(str(node.get("system", "")), node["code"])] = None
-            for key, value in node.items():
-                if key not in ("meta", "contained"):
-                    walk(value, key == "coding")
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, in_coding)
-
-    walk({k: v for k, v in resource.items() if k not in ("meta", "contained")})
-    return [{"system": s, "code": c} for s, c in found]
 
 
 @dataclass

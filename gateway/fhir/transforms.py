@@ -14,6 +14,7 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from gateway.fhir.resource_types import RESOURCE_TYPES
 from gateway.policy.decisions import Transform
 
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
@@ -115,3 +116,27 @@ def __getattr__(name: str) -> Any:
 
         return Pseudonymiser
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: References whose `display` stays: the patient (a kept record's patient is one the operator may
+#: see), and the people, places and things care is given by. Any other record's display is a copy
+#: of that record's content ("Human immunodeficiency virus [HIV] disease") the gateway has not
+#: judged, so it is dropped (red team: an Encounter's `evidence.detail` named a withheld diagnosis).
+DISPLAY_KEPT_TYPES = frozenset(
+    {
+        "Patient", "Practitioner", "PractitionerRole", "Organization", "Location", "HealthcareService",
+        "Device", "Medication", "Substance", "Endpoint", "RelatedPerson", "CareTeam",
+    }
+)  # fmt: skip
+
+
+def drop_record_displays(resource: dict[str, Any]) -> None:
+    def visit(ref: dict[str, Any]) -> None:
+        value = ref.get("reference")
+        if not isinstance(value, str) or "display" not in ref:
+            return
+        parts = [p for p in value.split("/_history/", 1)[0].split("/") if p]
+        if len(parts) >= 2 and parts[-2] in RESOURCE_TYPES and parts[-2] not in DISPLAY_KEPT_TYPES:
+            ref.pop("display", None)
+
+    walk_references(resource, visit)

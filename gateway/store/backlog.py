@@ -152,6 +152,26 @@ class Backlog:
         return any(item.spilled for item in self.items)
 
 
+def cut_torn_tail(fd: int) -> int:
+    """Cut a JSON-lines file (open for reading and writing) back to its last whole line; the bytes
+    cut. A crash mid-write leaves a fragment, and a line appended onto it would be unreadable too
+    (fault review: a spill file's alert, a checkpoint file's next signature)."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    end = size
+    while end > 0:
+        step = min(4096, end)
+        chunk = os.pread(fd, step, end - step)
+        if end == size and chunk.endswith(b"\n"):
+            return 0
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            end = end - step + cut + 1
+            break
+        end -= step
+    os.ftruncate(fd, end)
+    return size - end
+
+
 class Spill:
     """The spill file: whole JSON lines, appended and fsynced, cleared once all are committed."""
 
@@ -164,8 +184,9 @@ class Spill:
         """Write ``lines`` whole (one write), fsync; on failure cut back so no torn line remains."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = b"".join(lines)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # records name patients
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)  # records name patients
         try:
+            cut_torn_tail(fd)  # a crash mid-line left a fragment: the next line must not join it
             start = os.lseek(fd, 0, os.SEEK_END)
             try:
                 written = os.write(fd, data)

@@ -310,7 +310,11 @@ class GroupCommit:
             db.execute(f"PRAGMA busy_timeout = {busy_ms}")
             self._busy_ms = busy_ms
         db.execute("BEGIN IMMEDIATE")
-        head, head_seq = self.chain_head
+        # The head as the store has it, read under the write lock: another process writing the same
+        # file (a second gateway) extends one chain instead of forking it (fault review). One
+        # indexed read per batch, not per record.
+        row = db.execute("SELECT hash, seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        head, head_seq = (row[0], row[1]) if row else self.chain_head
         try:
             for item in items:
                 record = item.row
@@ -373,7 +377,9 @@ class GroupCommit:
             if doc["kind"] == "audit":
                 record = doc.get("record") or {}
                 rid = record.get("request_id")
-                if isinstance(rid, str) and rid not in seen:
+                if not isinstance(rid, str):  # unusable: counted, never silently dropped (fault review)
+                    self.lost(None, "a spilled record without a request id")
+                elif rid not in seen:
                     seen.add(rid)
                     if not db.execute("SELECT 1 FROM audit WHERE request_id = ?", (rid,)).fetchone():
                         out.append(Item("audit", {**record, "_json": canonical(record)}))

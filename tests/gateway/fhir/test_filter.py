@@ -445,7 +445,8 @@ def test_disclosed_patients_are_those_of_what_remains():
             "o4": {"keep": True, "redact": ["subject"]},
         },
     )
-    assert result.disclosed_patients == {"Patient/a", "Patient/c", "Patient/e"}
+    # o4 left without its subject: a record of someone the audit cannot name (the unresolved patient)
+    assert result.disclosed_patients == {"Patient/a", "Patient/c", "Patient/e", UNRESOLVED_PATIENT}
     assert result.disclosed == ["Observation/o1", "Observation/o3", "Patient/e", "Observation/o4"]
 
 
@@ -520,7 +521,10 @@ def test_summary_carries_what_the_policy_grades_on():
 def test_summary_of_patient_and_contained():
     body = obs("o1", patient=None, contained=[patient("c1")])
     root, child = collect(body)
-    assert root.summary()["patient"] is None and root.summary()["patients"] == []
+    # an Observation that names no patient is about someone unknown (PERSON_RECORDS): unresolved
+    assert root.summary()["patient"] == UNRESOLVED_PATIENT and root.summary()["patients"] == [
+        UNRESOLVED_PATIENT
+    ]
     assert root.summary()["kind"] == "root" and root.summary()["search_mode"] is None
     s = child.summary()
     # A contained Patient's id is local to its container: it names no patient of the server, so the
