@@ -32,16 +32,12 @@ from urllib.parse import unquote, unquote_plus
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.app import create_app
-from gateway.config import Settings
 from gateway.fhir.pseudonyms import Pseudonymiser
 from plugins.watermark.codec import remove_marks
-from tests.conftest import AUDIENCE, ISSUER, POLICY_DIR
-from tests.hostile.conftest import stored
+from tests.hostile.conftest import Gw, sealed_world_gateway, stored
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -439,60 +435,22 @@ async def world(fhir_server: Any) -> World:
 # --- the gateway, once per upstream and engine -----------------------------------------------------
 
 
-@dataclass
-class Gw:
-    client: TestClient
-    settings: Settings
-    engine: str
-    tokens: dict[str, str]
-    audit_offset: int = 0
-
-    @property
-    def origin(self) -> str:
-        return str(self.client.make_url("")).rstrip("/")
-
-    def new_audit_records(self) -> list[dict[str, Any]]:
-        with open(self.settings.audit_log, "rb") as f:
-            f.seek(self.audit_offset)
-            data = f.read()
-        self.audit_offset += len(data)
-        lines = [json.loads(line) for line in data.splitlines() if line.strip()]
-        return [r for r in lines if r.get("event") == "audit"]
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["embedded", "opa"])
 async def gw(request: pytest.FixtureRequest, world: World, idp: Any, tmp_path_factory: Any) -> Any:
-    opa_url = request.getfixturevalue("opa_server").url if request.param == "opa" else ""
-    tmp = tmp_path_factory.mktemp(f"insiders-{world.kind}-{request.param}")
-    settings = Settings(
-        upstream_url=world.base,
-        jwks_url=idp.url,
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        policy_engine=request.param,
-        opa_url=opa_url,
-        policy_dir=str(POLICY_DIR),
-        db=str(tmp / "emrguard.sqlite"),
-        audit_log=str(tmp / "audit.jsonl"),
+    async with sealed_world_gateway(
+        upstream=world.base,
+        engine=request.param,
+        opa_url=request.getfixturevalue("opa_server").url if request.param == "opa" else "",
+        tmp=tmp_path_factory.mktemp(f"insiders-{world.kind}-{request.param}"),
+        idp=idp,
         pseudonym_secret=PSEUDONYM_SECRET,
-        watermark_secret="test-watermark-secret-0123456789-abcdef",
-    )
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    try:
-        officer = idp.token("records_officer", sub="u-rec-insiders")
-        resp = await client.post(
-            "/admin/seals",
-            json={"patient": f"Patient/{world.vars['P8']}", "reason": SEAL_REASON, "case_ref": CASE_REF},
-            headers={"Authorization": f"Bearer {officer}"},
-        )
-        assert resp.status == 201, await resp.text()
-        tokens = {name: idp.token(**who) for name, (who, _) in ROLES.items()}
-        g = Gw(client, settings, request.param, tokens)
-        g.new_audit_records()
+        tokens={name: idp.token(**who) for name, (who, _) in ROLES.items()},
+        sealed=f"Patient/{world.vars['P8']}",
+        seal_reason=SEAL_REASON,
+        case_ref=CASE_REF,
+        officer_sub="u-rec-insiders",
+    ) as g:
         yield g
-    finally:
-        await client.close()
 
 
 # --- one attempt -------------------------------------------------------------------------------------
@@ -577,7 +535,7 @@ async def send(gw: Gw, world: World, att: Attempt) -> Answer:
         readable("\n".join(sent)),
         out_headers.get("X-Request-Id", ""),
     )
-    records = gw.new_audit_records()
+    records = gw.records()
     where = f"{att.name} [{att.role}] {world.kind}/{gw.engine}"
     assert answer.request_id, f"{where}: no X-Request-Id ({status})"
     assert [r["request_id"] for r in records] == [answer.request_id], f"{where}: audit records {records!r}"
@@ -1638,7 +1596,7 @@ async def test_a_cursor_issued_before_a_seal_opens_nothing_after_it(gw: Gw, worl
         headers={"Authorization": f"Bearer {officer}"},
     )
     assert resp.status == 201
-    gw.new_audit_records()
+    gw.records()
     for name, path in (("after-seal-page", f"?{query}"), ("after-seal-search", f"/Observation?patient={c}")):
         att = Attempt(name, "nurse", path)
         answer = await send(gw, world, att)

@@ -26,14 +26,11 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.app import create_app
-from gateway.config import Settings
 from gateway.fhir.pseudonyms import Pseudonymiser
-from tests.conftest import AUDIENCE, ISSUER, POLICY_DIR
+from tests.hostile.conftest import Gw, sealed_world_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -349,59 +346,22 @@ async def world(fhir_server: Any) -> World:
 # --- the gateway, once per upstream and engine ------------------------------------------------------
 
 
-@dataclass
-class Gw:
-    client: TestClient
-    settings: Settings
-    engine: str
-    tokens: dict[str, str]
-    offset: int = 0
-
-    @property
-    def origin(self) -> str:
-        return str(self.client.make_url("")).rstrip("/")
-
-    def records(self) -> list[dict[str, Any]]:
-        with open(self.settings.audit_log, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        self.offset += len(data)
-        lines = [json.loads(line) for line in data.splitlines() if line.strip()]
-        return [r for r in lines if r.get("event") == "audit"]
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["embedded", "opa"])
 async def gw(request: pytest.FixtureRequest, world: World, idp: Any, tmp_path_factory: Any) -> Any:
-    opa_url = request.getfixturevalue("opa_server").url if request.param == "opa" else ""
-    tmp = tmp_path_factory.mktemp(f"redteam-{world.kind}-{request.param}")
-    settings = Settings(
-        upstream_url=world.base,
-        jwks_url=idp.url,
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        policy_engine=request.param,
-        opa_url=opa_url,
-        policy_dir=str(POLICY_DIR),
-        db=str(tmp / "emrguard.sqlite"),
-        audit_log=str(tmp / "audit.jsonl"),
+    async with sealed_world_gateway(
+        upstream=world.base,
+        engine=request.param,
+        opa_url=request.getfixturevalue("opa_server").url if request.param == "opa" else "",
+        tmp=tmp_path_factory.mktemp(f"redteam-{world.kind}-{request.param}"),
+        idp=idp,
         pseudonym_secret=PSEUDONYM_SECRET,
-        watermark_secret="test-watermark-secret-0123456789-abcdef",
-    )
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    try:
-        officer = idp.token("records_officer", sub="rt-records")
-        resp = await client.post(
-            "/admin/seals",
-            json={"patient": f"Patient/{world.v['P8']}", "reason": SEAL_REASON, "case_ref": CASE_REF},
-            headers={"Authorization": f"Bearer {officer}"},
-        )
-        assert resp.status == 201, await resp.text()
-        g = Gw(client, settings, request.param, {n: idp.token(**who) for n, (who, _) in ROLES.items()})
-        g.records()
+        tokens={n: idp.token(**who) for n, (who, _) in ROLES.items()},
+        sealed=f"Patient/{world.v['P8']}",
+        seal_reason=SEAL_REASON,
+        case_ref=CASE_REF,
+        officer_sub="rt-records",
+    ) as g:
         yield g
-    finally:
-        await client.close()
 
 
 # --- one request ----------------------------------------------------------------------------------------
